@@ -1,0 +1,1 @@
+"""Tunery gateway: the OpenAI-compatible HTTP API."""

@@ -1,0 +1,53 @@
+"""API keys: `TUNERY_API_KEYS="key1:org1,key2:org2"`, kept only as SHA-256 hashes in memory."""
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+
+class ApiKeyError(ValueError):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_api_keys(spec: str) -> dict[str, str]:
+    """Returns {sha256(key): org}. Raises ApiKeyError on a malformed entry."""
+    keys: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, org = entry.rpartition(":")
+        if not sep or not key or not org:
+            raise ApiKeyError(f"TUNERY_API_KEYS entry {entry[:4]}… must be KEY:ORG")
+        if not org.replace("-", "").replace("_", "").isalnum():
+            raise ApiKeyError(f"org {org!r} in TUNERY_API_KEYS may hold only letters, digits, - and _")
+        keys[hash_key(key)] = org
+    return keys
+
+
+class ApiKeys:
+    def __init__(self, hashed: dict[str, str]):
+        self._hashed = hashed
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "ApiKeys":
+        return cls(parse_api_keys(spec))
+
+    def org_for(self, key: str) -> str | None:
+        digest = hash_key(key)
+        for known, org in self._hashed.items():
+            if hmac.compare_digest(known, digest):
+                return org
+        return None
+
+
+def ensure_default_key(home: Path) -> str:
+    """The `default` org's key spec, created once under TUNERY_HOME/api_key."""
+    path = home / "api_key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text("tunery-" + secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return f"{path.read_text().strip()}:default"

@@ -1,0 +1,89 @@
+"""Records kept in JetStream KV buckets (the source of truth), one pydantic model per entity."""
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class FileRecord(BaseModel):
+    id: str
+    org: str
+    bytes: int
+    created_at: int = Field(default_factory=now)
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"] = "processed"
+
+    @property
+    def object_name(self) -> str:
+        return f"files/{self.org}/{self.id}"
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
+
+
+class JobRecord(BaseModel):
+    id: str
+    org: str
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    status: JobStatus = "validating_files"
+    fine_tuned_model: str | None = None
+    created_at: int = Field(default_factory=now)
+    finished_at: int | None = None
+    trained_tokens: int | None = None
+    seed: int = 0
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] = Field(default_factory=dict)
+    error: JobError | None = None
+    estimated_finish: int | None = None
+    result_files: list[str] = Field(default_factory=list)
+    # Lease held by the worker running the job: never two runs at once.
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class ModelRecord(BaseModel):
+    id: str
+    org: str
+    parent: str
+    job_id: str
+    created_at: int = Field(default_factory=now)
+    status: Literal["ready", "deleted"] = "ready"
+    adapter_object: str
+
+    @property
+    def key_id(self) -> str:
+        return self.job_id
+
+
+def fine_tuned_model_id(base: str, org: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's shape: `ft:<base>:<org>:<suffix>:<job-id>` (empty suffix without one)."""
+    return f"ft:{base}:{org}:{suffix or ''}:{job_id}"
+
+
+def job_id_of_model(model_id: str) -> str | None:
+    """The job id inside a fine-tuned model id, or None when it is not one."""
+    parts = model_id.split(":")
+    if len(parts) < 5 or parts[0] != "ft" or not parts[-1].startswith("ftjob-"):
+        return None
+    return parts[-1]

@@ -1,0 +1,1 @@
+"""Tunery data_prep service."""

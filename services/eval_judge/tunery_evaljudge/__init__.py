@@ -1,0 +1,1 @@
+"""Tunery eval_judge service."""

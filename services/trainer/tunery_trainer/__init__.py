@@ -1,0 +1,1 @@
+"""Tunery trainer service."""
