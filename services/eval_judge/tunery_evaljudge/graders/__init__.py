@@ -1,0 +1,1 @@
+"""Graders: functions from (model output, reference) to a verdict."""

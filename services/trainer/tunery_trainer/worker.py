@@ -1,0 +1,255 @@
+"""A training worker: pulls jobs from the JetStream work queue and trains them one at a time.
+
+The job message stays un-acked while training; `in_progress()` heartbeats keep JetStream from
+redelivering it, and a lease in the job record (compare-and-set) makes sure a redelivered message
+never starts a second run while the first one's lease is alive. A killed worker stops
+heartbeating: its job is redelivered after `ack_wait` and its lease has expired by then.
+"""
+
+import asyncio
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import nats.errors
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from tunery_common.basemodels import ensure_base_model
+from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, ConflictError, make_event
+from tunery_common.ids import new_id
+from tunery_common.records import JobError, JobRecord, now
+from tunery_trainer.data import load_jsonl_examples, tokenize_example
+from tunery_trainer.hyperparams import Hyperparameters, resolve
+from tunery_trainer.jobref import JobRef
+from tunery_trainer.loop import train_lora
+from tunery_trainer.publish import publish_adapter
+from tunery_trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+DURABLE = "trainer-workers"
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class TrainWorker:
+    def __init__(self, bus: Bus, settings: TrainerSettings, work_dir: Path, model_cache: Path):
+        self.bus = bus
+        self.settings = settings
+        self.work_dir = work_dir
+        self.model_cache = model_cache
+        self.worker_id = new_id("worker")
+        self.lease_s = settings.ack_wait_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.bus.js.pull_subscribe(
+            TRAIN_SUBJECT,
+            durable=DURABLE,
+            stream=TRAIN_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s, max_deliver=-1),
+        )
+        log.info("worker %s waiting for jobs", self.worker_id)
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:  # e.g. while NATS restarts
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                await self.handle(msg, stop)
+
+    async def handle(self, msg, stop: asyncio.Event) -> None:
+        ref = JobRef.decode(msg.data)
+        claimed = await self._claim(ref)
+        if claimed == "busy":
+            await msg.nak(delay=self.lease_s)
+            return
+        if claimed is None:  # gone, finished or cancelled
+            await msg.ack()
+            return
+        job: JobRecord = claimed
+        stop_training = threading.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(msg, job, stop_training))
+        stopper = asyncio.create_task(self._stop_on(stop, stop_training))
+        cancel_watch = asyncio.create_task(self._watch_cancel(job, stop_training))
+        try:
+            await self._train(job, stop_training)
+            await msg.ack()
+        except JobCancelled:
+            if stop.is_set():  # shutting down: hand the job back to the queue
+                await self._release(job)
+                await msg.nak()
+            else:
+                await msg.ack()
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
+            log.exception("job %s failed", job.id)
+            await self._finish_failed(job, JobError(code="training_failed", message=f"{type(exc).__name__}: {exc}"))
+            await msg.ack()
+        finally:
+            for task in (heartbeat, stopper, cancel_watch):
+                task.cancel()
+            shutil.rmtree(self.work_dir / job.id, ignore_errors=True)
+
+    async def _claim(self, ref: JobRef):
+        while True:
+            found = await self.bus.jobs.get_with_revision(ref.org, ref.id)
+            if found is None:
+                return None
+            job, revision = found
+            if job.is_final:
+                return None
+            if job.lease_owner and job.lease_owner != self.worker_id and (job.lease_until or 0) > time.time():
+                return "busy"
+            update = {"lease_owner": self.worker_id, "lease_until": time.time() + self.lease_s, "status": "running"}
+            claimed = job.model_copy(update=update)
+            try:
+                await self.bus.jobs.update(ref.org, ref.id, claimed, revision)
+                return claimed
+            except ConflictError:
+                continue
+
+    async def _heartbeat(self, msg, job: JobRecord, stop_training: threading.Event) -> None:
+        """Keeps the message and the lease alive while the job trains."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await msg.in_progress()
+
+                def renew(rec: JobRecord):
+                    if rec.is_final:
+                        return None
+                    return rec.model_copy(update={"lease_until": time.time() + self.lease_s})
+
+                await self.bus.jobs.mutate(job.org, job.id, renew)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat for %s failed: %s", job.id, exc)
+
+    async def _watch_cancel(self, job: JobRecord, stop_training: threading.Event) -> None:
+        """A KV watch on the job record: a cancel stops training at the next step."""
+        watcher = await self.bus.jobs.kv.watch(self.bus.jobs.key(job.org, job.id))
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.value and JobRecord.model_validate_json(entry.value).status == "cancelled":
+                    stop_training.set()
+                    return
+        finally:
+            await watcher.stop()
+
+    async def _stop_on(self, stop: asyncio.Event, stop_training: threading.Event) -> None:
+        await stop.wait()
+        stop_training.set()
+
+    async def _event(self, job: JobRecord, what: str, message: str, **kwargs) -> None:
+        await self.bus.publish_event(make_event("job", job.id, job.org, what, message, **kwargs))
+
+    async def _train(self, job: JobRecord, stop_training: threading.Event) -> None:
+        await self._event(job, "started", "Fine-tuning job started")
+        loop = asyncio.get_running_loop()
+        train_bytes = await self._file_bytes(job, job.training_file)
+        valid_bytes = await self._file_bytes(job, job.validation_file) if job.validation_file else None
+        model_dir = await asyncio.to_thread(ensure_base_model, job.model, self.model_cache)
+
+        hp = Hyperparameters.model_validate(job.method["supervised"]["hyperparameters"])
+        train_rows = load_jsonl_examples(train_bytes)
+        resolved = resolve(hp, len(train_rows))
+        train_set, valid_set = await asyncio.to_thread(
+            self._tokenize, model_dir, train_rows, load_jsonl_examples(valid_bytes) if valid_bytes else [], resolved
+        )
+        await self._record_hyperparameters(job, resolved)
+
+        def on_metrics(metrics: dict) -> None:
+            future = asyncio.run_coroutine_threadsafe(self._on_metrics(job, metrics), loop)
+            future.result(timeout=60)
+
+        out_dir = self.work_dir / job.id / "adapter"
+        result = await asyncio.to_thread(
+            train_lora, model_dir, train_set, valid_set, resolved, job.seed, out_dir, on_metrics, stop_training.is_set
+        )
+        if result.stopped:
+            raise JobCancelled(job.id)
+        model = await publish_adapter(self.bus, job, result.adapter_dir)
+
+        def to_succeeded(rec: JobRecord):
+            if rec.status == "cancelled":
+                return None
+            return rec.model_copy(
+                update={
+                    "status": "succeeded",
+                    "fine_tuned_model": model.id,
+                    "trained_tokens": result.trained_tokens,
+                    "finished_at": now(),
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            )
+
+        final = await self.bus.jobs.mutate(job.org, job.id, to_succeeded)
+        if final is not None and final.status == "succeeded":
+            await self._event(job, "succeeded", f"The job has successfully completed: {model.id}")
+
+    def _tokenize(self, model_dir: Path, train_rows: list[dict], valid_rows: list[dict], resolved):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+        def encode(rows):
+            encoded = (tokenize_example(tokenizer, row["messages"], resolved.max_seq_len) for row in rows)
+            return [ex for ex in encoded if ex is not None]
+
+        return encode(train_rows), encode(valid_rows)
+
+    async def _file_bytes(self, job: JobRecord, file_id: str) -> bytes:
+        record = await self.bus.files.get(job.org, file_id)
+        if record is None:
+            raise FileNotFoundError(f"file {file_id} was deleted before training")
+        return await self.bus.get_object(record.object_name)
+
+    async def _record_hyperparameters(self, job: JobRecord, resolved) -> None:
+        """The job shows the values "auto" resolved to, as OpenAI's does once training starts."""
+        figures = {"n_epochs": resolved.n_epochs, "batch_size": resolved.batch_size,
+                   "learning_rate_multiplier": resolved.learning_rate_multiplier}
+
+        def apply(rec: JobRecord):
+            method = dict(rec.method)
+            hp = {**method["supervised"]["hyperparameters"], **figures}
+            method["supervised"] = {**method["supervised"], "hyperparameters": hp}
+            return rec.model_copy(update={"method": method})
+
+        await self.bus.jobs.mutate(job.org, job.id, apply)
+
+    async def _on_metrics(self, job: JobRecord, metrics: dict) -> None:
+        parts = [f"Step {metrics['step']}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}"]
+        if metrics.get("valid_loss") is not None:
+            parts.append(f"validation loss={metrics['valid_loss']:.4f}")
+        await self._event(job, "metrics", ", ".join(parts), data=metrics)
+        eta = metrics.get("eta_s")
+        if eta is not None:
+            await self.bus.jobs.mutate(
+                job.org, job.id, lambda rec: rec.model_copy(update={"estimated_finish": int(time.time() + eta)})
+            )
+
+    async def _release(self, job: JobRecord) -> None:
+        def back_to_queue(rec: JobRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(update={"status": "queued", "lease_owner": None, "lease_until": None})
+
+        await self.bus.jobs.mutate(job.org, job.id, back_to_queue)
+        await self._event(job, "requeued", "Worker shutting down; job returned to the queue")
+
+    async def _finish_failed(self, job: JobRecord, error: JobError) -> None:
+        def to_failed(rec: JobRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(update={"status": "failed", "error": error, "finished_at": now(),
+                                          "lease_owner": None, "lease_until": None})
+
+        await self.bus.jobs.mutate(job.org, job.id, to_failed)
+        await self._event(job, "failed", error.message, level="error")
