@@ -21,7 +21,7 @@ from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, ConflictError, m
 from tunery_common.ids import new_id
 from tunery_common.records import JobError, JobRecord, now
 from tunery_trainer.data import load_jsonl_examples, tokenize_example
-from tunery_trainer.hyperparams import Hyperparameters, resolve
+from tunery_trainer.hyperparams import BASE_LEARNING_RATE, Hyperparameters, resolve
 from tunery_trainer.jobref import JobRef
 from tunery_trainer.loop import train_lora
 from tunery_trainer.publish import publish_adapter
@@ -214,7 +214,7 @@ class TrainWorker:
     async def _record_hyperparameters(self, job: JobRecord, resolved) -> None:
         """The job shows the values "auto" resolved to, as OpenAI's does once training starts."""
         figures = {"n_epochs": resolved.n_epochs, "batch_size": resolved.batch_size,
-                   "learning_rate_multiplier": resolved.learning_rate_multiplier}
+                   "learning_rate_multiplier": round(resolved.learning_rate / BASE_LEARNING_RATE, 6)}
 
         def apply(rec: JobRecord):
             method = dict(rec.method)
