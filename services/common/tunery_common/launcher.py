@@ -53,7 +53,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Stack:
         self.gateway_url = f"http://{config.host}:{config.gateway_port}"
         self.processes: list[Supervised] = []
         self._stopping = False
+        self.state = "starting"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -154,6 +158,8 @@ class Stack:
             "gateway_url": self.gateway_url,
             "nats_url": self.nats_url,
             "addrs": {name: f"127.0.0.1:{self.config.service_ports[name]}" for name, _, _ in SERVICES},
+            "pids": {p.name: p.proc.pid for p in self.processes if p.proc is not None},
+            "restarts": {p.name: p.restarts for p in self.processes},
         }
         tmp = stack_file(self.home).with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
@@ -166,7 +172,7 @@ class Stack:
     def start(self) -> None:
         """Starts everything and returns once every health check passes."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        self._write_state("starting")
+        self._write_state(self.state)
         if self.config.nats_url is None:
             log.info("starting nats-server -js on port %d", self.config.nats_port)
             self._start_nats()
@@ -184,7 +190,8 @@ class Stack:
             pending = [p for p in pending if not p.healthy()]
             if pending:
                 time.sleep(0.3)
-        self._write_state("healthy")
+        self.state = "healthy"
+        self._write_state(self.state)
 
     def supervise_once(self) -> None:
         """Restarts processes that died, each after its back-off."""
@@ -204,6 +211,7 @@ class Stack:
                 proc.next_start = 0.0
                 proc.start(self.env())
                 log.info("%s restarted (restart %d)", proc.name, proc.restarts)
+                self._write_state(self.state)
 
     def run_forever(self, should_stop) -> None:
         while not should_stop():
