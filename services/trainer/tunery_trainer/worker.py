@@ -157,11 +157,13 @@ class TrainWorker:
         model_dir = await asyncio.to_thread(ensure_base_model, job.model, self.model_cache)
 
         hp = Hyperparameters.model_validate(job.method["supervised"]["hyperparameters"])
-        train_rows = load_jsonl_examples(train_bytes)
-        resolved = resolve(hp, len(train_rows))
         train_set, valid_set = await asyncio.to_thread(
-            self._tokenize, model_dir, train_rows, load_jsonl_examples(valid_bytes) if valid_bytes else [], resolved
+            self._tokenize, model_dir, load_jsonl_examples(train_bytes),
+            load_jsonl_examples(valid_bytes) if valid_bytes else [], hp.max_seq_len,
         )
+        if not train_set:
+            raise ValueError("no training example has an assistant token left to train on; check the file's answers")
+        resolved = resolve(hp, len(train_set))
         await self._record_hyperparameters(job, resolved)
 
         def on_metrics(metrics: dict) -> None:
@@ -194,13 +196,13 @@ class TrainWorker:
         if final is not None and final.status == "succeeded":
             await self._event(job, "succeeded", f"The job has successfully completed: {model.id}")
 
-    def _tokenize(self, model_dir: Path, train_rows: list[dict], valid_rows: list[dict], resolved):
+    def _tokenize(self, model_dir: Path, train_rows: list[dict], valid_rows: list[dict], max_seq_len: int):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
         def encode(rows):
-            encoded = (tokenize_example(tokenizer, row["messages"], resolved.max_seq_len) for row in rows)
+            encoded = (tokenize_example(tokenizer, row["messages"], max_seq_len) for row in rows)
             return [ex for ex in encoded if ex is not None]
 
         return encode(train_rows), encode(valid_rows)
