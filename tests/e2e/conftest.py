@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
+from stack_keys import KEYS
 from tunery_common.launcher import wait_until_healthy
-
-KEYS = {"org-a": "key-org-a", "org-b": "key-org-b"}
 
 
 @dataclass

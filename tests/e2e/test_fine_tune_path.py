@@ -7,10 +7,8 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
-
+from stack_keys import KEYS
 from tunery_common.bus import Bus
-
-from .conftest import KEYS
 
 pytestmark = pytest.mark.e2e
 

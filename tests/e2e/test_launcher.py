@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from tunery_common.grpc_server import check_health
 from tunery_common.launcher import pid_alive, read_stack
 

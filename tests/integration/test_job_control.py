@@ -1,17 +1,14 @@
 """Job creation through real gRPC servers (trainer control plane + data-prep) over real NATS."""
 
-import asyncio
-import json
 
 import grpc
 import pytest
+from bus_helpers import upload, wait_status
 from google.protobuf import struct_pb2
-
 from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from tunery_common.bus import TRAIN_STREAM, Bus
 from tunery_common.grpc_server import start_grpc_server
-from tunery_common.records import FileRecord
 from tunery_dataprep.service import DataPrepService
 from tunery_trainer.control import TrainerControl
 
@@ -34,27 +31,6 @@ async def stack(nats_url, model_cache):
     await trainer_server.stop(0)
     await dataprep_server.stop(0)
     await bus.close()
-
-
-async def upload(bus: Bus, org: str, file_id: str, rows: list, purpose: str = "fine-tune") -> None:
-    data = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows).encode()
-    record = FileRecord(id=file_id, org=org, bytes=len(data), filename=f"{file_id}.jsonl", purpose=purpose)
-    await bus.put_object(record.object_name, data)
-    await bus.files.create(org, file_id, record)
-
-
-async def wait_status(bus: Bus, org: str, job_id: str, statuses: set[str]):
-    """Waits on the job record's KV watch (no polling sleeps)."""
-    watcher = await bus.jobs.kv.watch(bus.jobs.key(org, job_id))
-    try:
-        async with asyncio.timeout(60):
-            async for entry in watcher:
-                if entry is not None and entry.value:
-                    job = json.loads(entry.value)
-                    if job["status"] in statuses:
-                        return job
-    finally:
-        await watcher.stop()
 
 
 async def test_valid_file_is_queued_and_invalid_file_fails_with_its_line(stack):

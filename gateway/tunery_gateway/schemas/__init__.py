@@ -1,0 +1,1 @@
+"""Pydantic models of the OpenAI protocol, one module per resource."""

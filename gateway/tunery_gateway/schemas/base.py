@@ -1,0 +1,22 @@
+"""Pieces shared by the resource schemas."""
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+class RequestModel(BaseModel):
+    """A request body: an unknown field is an error naming it, as OpenAI does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListObject(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
