@@ -1,0 +1,1 @@
+"""Inference engines: run chat completions over a base model and its LoRA adapters."""
