@@ -5,7 +5,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from tunery_common.natsserver import free_port, start_nats
 
 # Built models are cached per machine, like `make install` does, so tests build them once.

@@ -40,13 +40,17 @@ def stack(tmp_path_factory) -> RunningStack:
     log = open(home / "launcher.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunery_common.cli", "up", "--random-ports", "--timeout", "300"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         state = wait_until_healthy(home, proc, 330)
     except Exception:
         proc.kill()
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((home / "logs").glob("*.log")))
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((home / "logs").glob("*.log"))
+        )
         pytest.fail(f"the stack did not start:\n{(home / 'launcher.log').read_text()}\n{logs}")
     yield RunningStack(home, state["gateway_url"], state["nats_url"], state)
     proc.send_signal(signal.SIGTERM)

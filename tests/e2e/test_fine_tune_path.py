@@ -30,7 +30,9 @@ def jsonl(rows) -> bytes:
     return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows).encode() + b"\n"
 
 
-def wait_for_job(stack, org: str, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=600) -> dict:
+def wait_for_job(
+    stack, org: str, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=600
+) -> dict:
     """Waits on the job record's KV watch: no sleeps, no polling of the API."""
 
     async def watch():
@@ -62,8 +64,12 @@ def client_b(stack) -> OpenAI:
 
 @pytest.fixture(scope="module")
 def finished_job(stack, client_a):
-    train = client_a.files.create(file=("train.jsonl", jsonl(example(i) for i in range(32))), purpose="fine-tune")
-    valid = client_a.files.create(file=("valid.jsonl", jsonl(example(i) for i in range(100, 112))), purpose="fine-tune")
+    train = client_a.files.create(
+        file=("train.jsonl", jsonl(example(i) for i in range(32))), purpose="fine-tune"
+    )
+    valid = client_a.files.create(
+        file=("valid.jsonl", jsonl(example(i) for i in range(100, 112))), purpose="fine-tune"
+    )
     job = client_a.fine_tuning.jobs.create(
         model="tiny-random-llama",
         training_file=train.id,
@@ -109,24 +115,40 @@ def test_model_is_listed_and_chats(stack, client_a, finished_job):
     assert client_a.models.retrieve(model_id).model_dump().get("parent") == "tiny-random-llama"
 
     reply = client_a.chat.completions.create(
-        model=model_id, messages=[{"role": "user", "content": "What colour is item 7?"}], max_tokens=12, temperature=0
+        model=model_id,
+        messages=[{"role": "user", "content": "What colour is item 7?"}],
+        max_tokens=12,
+        temperature=0,
     )
     assert reply.choices[0].finish_reason in {"stop", "length"}
     assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
     stream = client_a.chat.completions.create(
-        model=model_id, messages=[{"role": "user", "content": "What colour is item 7?"}], max_tokens=12,
-        temperature=0, stream=True, stream_options={"include_usage": True},
+        model=model_id,
+        messages=[{"role": "user", "content": "What colour is item 7?"}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content  # greedy: same answer streamed
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    )
 
     with httpx.stream(
-        "POST", f"{stack.base_url}/chat/completions", headers={"Authorization": f"Bearer {KEYS['org-a']}"},
-        json={"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True},
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {KEYS['org-a']}"},
+        json={
+            "model": model_id,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+            "stream": True,
+        },
         timeout=120,
     ) as response:
         lines = [line for line in response.iter_lines() if line]
@@ -147,7 +169,9 @@ def test_another_org_sees_nothing(client_b, finished_job):
     with pytest.raises(openai.NotFoundError):
         client_b.models.retrieve(job.fine_tuned_model)
     with pytest.raises(openai.NotFoundError):
-        client_b.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+        client_b.chat.completions.create(
+            model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]
+        )
     assert job.fine_tuned_model not in [m.id for m in client_b.models.list().data]
     assert train.id not in [f.id for f in client_b.files.list().data]
 
@@ -175,7 +199,8 @@ def test_bad_requests_get_openai_errors(stack, client_a):
         client_a.fine_tuning.jobs.create(model="tiny-random-llama", training_file="file-missing")
     with pytest.raises(openai.BadRequestError) as info:
         client_a.fine_tuning.jobs.create(
-            model="tiny-random-llama", training_file=train.id,
+            model="tiny-random-llama",
+            training_file=train.id,
             method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "many"}}},
         )
     assert info.value.body["param"].startswith("method.supervised.hyperparameters.n_epochs")
@@ -184,6 +209,9 @@ def test_bad_requests_get_openai_errors(stack, client_a):
     assert info.value.status_code == 413
     with pytest.raises(openai.NotFoundError):
         client_a.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    raw = httpx.post(f"{stack.base_url}/fine_tuning/jobs", content=b"{not json",
-                     headers={"Authorization": f"Bearer {KEYS['org-a']}", "Content-Type": "application/json"})
+    raw = httpx.post(
+        f"{stack.base_url}/fine_tuning/jobs",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {KEYS['org-a']}", "Content-Type": "application/json"},
+    )
     assert raw.status_code == 400 and "error" in raw.json()

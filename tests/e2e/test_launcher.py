@@ -30,7 +30,9 @@ def test_a_killed_service_is_restarted(stack):
     victim = before["pids"]["eval-judge"]
     os.kill(victim, signal.SIGKILL)
     after = wait_until(
-        lambda: (s := read_stack(stack.home)) and s["pids"]["eval-judge"] != victim and s, 60, "a restarted eval-judge"
+        lambda: (s := read_stack(stack.home)) and s["pids"]["eval-judge"] != victim and s,
+        60,
+        "a restarted eval-judge",
     )
     assert after["restarts"]["eval-judge"] == before["restarts"]["eval-judge"] + 1
     addr = after["addrs"]["eval-judge"]
@@ -44,8 +46,13 @@ def test_detach_and_down(tmp_path):
     env.pop("TUNERY_NATS_URL", None)
     env.pop("TUNERY_API_KEYS", None)
     cli = [sys.executable, "-m", "tunery_common.cli"]
-    up = subprocess.run([*cli, "up", "--detach", "--random-ports", "--timeout", "240"], env=env,
-                        capture_output=True, text=True, timeout=300)
+    up = subprocess.run(
+        [*cli, "up", "--detach", "--random-ports", "--timeout", "240"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert up.returncode == 0, up.stderr
     key = (tmp_path / "api_key").read_text().strip()
     assert key in up.stderr and "Tunery is up" in up.stderr

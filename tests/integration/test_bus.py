@@ -1,7 +1,6 @@
 """The bus against a real nats-server: records, CAS, events, objects, the work queue."""
 
 import pytest
-
 from tunery_common.bus import Bus, ConflictError, make_event
 from tunery_common.records import FileRecord
 
@@ -21,7 +20,9 @@ async def test_records_events_and_objects(nats_url):
             await bus.files.update("acme", rec.id, rec, rev)
 
         for i in range(3):
-            await bus.publish_event(make_event("job", "ftjob-x", "acme", "metrics", f"step {i}", data={"step": i}))
+            await bus.publish_event(
+                make_event("job", "ftjob-x", "acme", "metrics", f"step {i}", data={"step": i})
+            )
         await bus.publish_event(make_event("job", "ftjob-y", "acme", "started", "other job"))
         events = await bus.read_events("job", "ftjob-x")
         assert [e.data["step"] for e in events] == [0, 1, 2]

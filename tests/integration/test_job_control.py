@@ -1,6 +1,5 @@
 """Job creation through real gRPC servers (trainer control plane + data-prep) over real NATS."""
 
-
 import grpc
 import pytest
 from bus_helpers import upload, wait_status
@@ -23,7 +22,9 @@ async def stack(nats_url, model_cache):
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{dataprep_server.port}")
     control = TrainerControl(bus, dataprep_pb2_grpc.DataPrepStub(channel))
-    trainer_server = await start_grpc_server(0, [(trainer_pb2_grpc.add_TrainerServicer_to_server, control, "Trainer")])
+    trainer_server = await start_grpc_server(
+        0, [(trainer_pb2_grpc.add_TrainerServicer_to_server, control, "Trainer")]
+    )
     trainer_channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_server.port}")
     yield bus, trainer_pb2_grpc.TrainerStub(trainer_channel), dataprep_pb2_grpc.DataPrepStub(channel)
     await trainer_channel.close()
@@ -36,15 +37,17 @@ async def stack(nats_url, model_cache):
 async def test_valid_file_is_queued_and_invalid_file_fails_with_its_line(stack):
     bus, trainer, _ = stack
     await upload(bus, "acme", "file-good", [GOOD] * 12)
-    job = await trainer.CreateJob(trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama",
-                                                               training_file="file-good", seed=7))
+    job = await trainer.CreateJob(
+        trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama", training_file="file-good", seed=7)
+    )
     assert job.status == "validating_files"
     assert (await wait_status(bus, "acme", job.id, {"queued", "failed"}))["status"] == "queued"
     assert (await bus.js.stream_info(TRAIN_STREAM)).state.messages == 1
 
     await upload(bus, "acme", "file-bad", [GOOD] * 12 + ['{"messages": [{"role": "user"}]}'])
-    bad = await trainer.CreateJob(trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama",
-                                                               training_file="file-bad"))
+    bad = await trainer.CreateJob(
+        trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama", training_file="file-bad")
+    )
     failed = await wait_status(bus, "acme", bad.id, {"queued", "failed"})
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "invalid_training_file"
@@ -71,15 +74,24 @@ async def test_bad_requests_name_their_param(stack):
             await trainer.CreateJob(request)
         return info.value.code(), dict(info.value.trailing_metadata()).get("param")
 
-    assert await error_of(model="gpt-9", training_file="file-good") == (grpc.StatusCode.INVALID_ARGUMENT, "model")
+    assert await error_of(model="gpt-9", training_file="file-good") == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model",
+    )
     assert await error_of(model="tiny-random-llama", training_file="file-nope") == (
-        grpc.StatusCode.NOT_FOUND, "training_file")
+        grpc.StatusCode.NOT_FOUND,
+        "training_file",
+    )
     assert await error_of(model="tiny-random-llama", training_file="file-evals") == (
-        grpc.StatusCode.INVALID_ARGUMENT, "training_file")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "training_file",
+    )
     method = struct_pb2.Struct()
     method.update({"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "lr": 0.1}}})
     assert await error_of(model="tiny-random-llama", training_file="file-good", method=method) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "method.supervised.hyperparameters.lr")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "method.supervised.hyperparameters.lr",
+    )
     # another org sees nothing
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await trainer.GetJob(trainer_pb2.GetJobRequest(org="other", id="ftjob-x"))
@@ -89,8 +101,9 @@ async def test_bad_requests_name_their_param(stack):
 async def test_cancel_a_queued_job(stack):
     bus, trainer, _ = stack
     await upload(bus, "acme", "file-good", [GOOD] * 12)
-    job = await trainer.CreateJob(trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama",
-                                                               training_file="file-good"))
+    job = await trainer.CreateJob(
+        trainer_pb2.CreateJobRequest(org="acme", model="tiny-random-llama", training_file="file-good")
+    )
     await wait_status(bus, "acme", job.id, {"queued"})
     cancelled = await trainer.CancelJob(trainer_pb2.GetJobRequest(org="acme", id=job.id))
     assert cancelled.status == "cancelled"
@@ -102,7 +115,8 @@ async def test_cancel_a_queued_job(stack):
 async def test_dataprep_reports_tokens(stack):
     bus, _, dataprep = stack
     await upload(bus, "acme", "file-good", [GOOD] * 12)
-    report = await dataprep.ValidateFile(dataprep_pb2.ValidateFileRequest(org="acme", file_id="file-good",
-                                                                          model="tiny-random-llama"))
+    report = await dataprep.ValidateFile(
+        dataprep_pb2.ValidateFileRequest(org="acme", file_id="file-good", model="tiny-random-llama")
+    )
     assert report.n_examples == 12 and report.n_errors == 0
     assert report.total_tokens > report.assistant_tokens > 0

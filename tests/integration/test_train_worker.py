@@ -21,8 +21,12 @@ from tunery_trainer.worker import TrainWorker
 
 
 def example(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"number {i}"},
-                         {"role": "assistant", "content": ["even", "odd"][i % 2]}]}
+    return {
+        "messages": [
+            {"role": "user", "content": f"number {i}"},
+            {"role": "assistant", "content": ["even", "odd"][i % 2]},
+        ]
+    }
 
 
 @pytest.fixture
@@ -44,8 +48,11 @@ async def services(nats_url, model_cache, tmp_path):
 async def test_worker_trains_and_publishes_the_adapter(services, tmp_path):
     bus, control, worker = services
     await upload(bus, "acme", "file-train", [example(i) for i in range(16)])
-    job = await control._create(trainer_pb2.CreateJobRequest(
-        org="acme", model="tiny-random-llama", training_file="file-train", suffix="parity", seed=1))
+    job = await control._create(
+        trainer_pb2.CreateJobRequest(
+            org="acme", model="tiny-random-llama", training_file="file-train", suffix="parity", seed=1
+        )
+    )
     await wait_status(bus, "acme", job.id, {"queued"})
 
     stop = asyncio.Event()
@@ -71,7 +78,9 @@ async def test_worker_trains_and_publishes_the_adapter(services, tmp_path):
 
 async def test_a_live_lease_keeps_a_redelivered_job_from_running_twice(services, model_cache, tmp_path):
     bus, _, worker = services
-    job = JobRecord(id="ftjob-lease", org="acme", model="tiny-random-llama", training_file="f", status="queued")
+    job = JobRecord(
+        id="ftjob-lease", org="acme", model="tiny-random-llama", training_file="f", status="queued"
+    )
     await bus.jobs.create("acme", job.id, job)
     other = TrainWorker(bus, TrainerSettings(ack_wait_s=30), tmp_path / "other", model_cache)
 

@@ -1,7 +1,6 @@
 """Shared library pieces that need no network: API keys, ids, record helpers, settings."""
 
 import pytest
-
 from tunery_common.apikeys import ApiKeyError, ApiKeys, ensure_default_key, parse_api_keys
 from tunery_common.records import fine_tuned_model_id, job_id_of_model
 from tunery_common.settings import CommonSettings, grpc_port
@@ -29,7 +28,10 @@ def test_default_key_is_created_once(tmp_path):
 
 
 def test_fine_tuned_model_ids_follow_openai():
-    assert fine_tuned_model_id("tiny-random-llama", "acme", None, "ftjob-1") == "ft:tiny-random-llama:acme::ftjob-1"
+    assert (
+        fine_tuned_model_id("tiny-random-llama", "acme", None, "ftjob-1")
+        == "ft:tiny-random-llama:acme::ftjob-1"
+    )
     model = fine_tuned_model_id("smollm2-135m-instruct", "acme", "tickets", "ftjob-abc")
     assert model == "ft:smollm2-135m-instruct:acme:tickets:ftjob-abc"
     assert job_id_of_model(model) == "ftjob-abc"

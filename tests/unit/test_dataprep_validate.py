@@ -48,9 +48,15 @@ def test_each_error_class_points_at_line_and_path():
 
 
 def test_tool_calls_are_valid_and_checked():
-    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}
-    ok = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
-                       {"role": "tool", "tool_call_id": "c1", "content": "r"}, {"role": "assistant", "content": "done"}]}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ok = {
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "r"},
+            {"role": "assistant", "content": "done"},
+        ]
+    }
     bad = json.loads(json.dumps(ok))
     bad["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{"
     bad["messages"][2]["tool_call_id"] = "c9"

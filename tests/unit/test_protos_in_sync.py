@@ -11,8 +11,16 @@ GENERATED = ROOT / "services" / "common"
 def test_generated_stubs_match_protos(tmp_path):
     protos = sorted(str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos").rglob("*.proto"))
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}", *protos],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            *protos,
+        ],
         check=True,
     )
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*") if p.suffix in {".py", ".pyi"})

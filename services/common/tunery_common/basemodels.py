@@ -89,6 +89,7 @@ def _convert_smollm2(out: Path) -> None:
     src = _gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model.hf_quantizer = None  # the weights are dequantised already; the GGUF quantizer refuses to save
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     config_path = out / "config.json"

@@ -25,8 +25,8 @@ from nats.js.api import (
 )
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from pydantic import BaseModel
-
 from tunery.events.v1 import events_pb2
+
 from tunery_common.ids import new_id
 from tunery_common.records import FileRecord, JobRecord, ModelRecord
 from tunery_common.settings import NatsSettings
@@ -223,7 +223,9 @@ class Bus:
 
     async def _kv(self, bucket: str):
         return await self.js.create_key_value(
-            config=KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE, replicas=self.settings.replicas)
+            config=KeyValueConfig(
+                bucket=bucket, history=5, storage=StorageType.FILE, replicas=self.settings.replicas
+            )
         )
 
     async def publish_event(self, event: events_pb2.Event) -> None:
@@ -254,9 +256,7 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
-    async def subscribe_events(
-        self, subject: str, handler: Callable[[events_pb2.Event], Awaitable[None]]
-    ):
+    async def subscribe_events(self, subject: str, handler: Callable[[events_pb2.Event], Awaitable[None]]):
         """Live events on a subject (from now on), for progress displays and watchers."""
 
         async def on_msg(msg):

@@ -10,8 +10,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Tunery: fine-tune open LLMs and serve them behind an OpenAI-compatible API.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Tunery: fine-tune open LLMs and serve them behind an OpenAI-compatible API.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 
@@ -27,7 +28,9 @@ def _settings():
 
 @app.command()
 def up(
-    detach: bool = typer.Option(False, "--detach", "-d", help="Return once healthy; stop later with `tunery down`."),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Return once healthy; stop later with `tunery down`."
+    ),
     random_ports: bool = typer.Option(False, help="Pick free ports for NATS, the services and the gateway."),
     timeout: float = typer.Option(600, help="Seconds to wait for every health check."),
 ) -> None:
@@ -48,8 +51,14 @@ def up(
         if random_ports:
             argv.append("--random-ports")
         with open(home / "logs" / "launcher.log", "ab") as out:
-            launcher = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, env={**os.environ, "TUNERY_HOME": str(home)})
+            launcher = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "TUNERY_HOME": str(home)},
+            )
         try:
             state = wait_until_healthy(home, launcher, timeout + 30)
         except (RuntimeError, TimeoutError) as exc:
@@ -69,15 +78,25 @@ def up(
         api_keys = ensure_default_key(home)
     nats_url = os.environ.get("TUNERY_NATS_URL")
     if random_ports:
-        config = StackConfig.with_random_ports(home, host=settings.host, nats_url=nats_url, api_keys=api_keys,
-                                               startup_timeout_s=timeout)
+        config = StackConfig.with_random_ports(
+            home, host=settings.host, nats_url=nats_url, api_keys=api_keys, startup_timeout_s=timeout
+        )
     else:
         from tunery_common.launcher import DEFAULT_PORTS
         from tunery_common.settings import grpc_port
 
-        ports = {name: grpc_port(getattr(settings, f"{name.replace('-', '')}_addr")) for name in DEFAULT_PORTS}
-        config = StackConfig(home=home, host=settings.host, gateway_port=settings.port, nats_url=nats_url,
-                             service_ports=ports, api_keys=api_keys, startup_timeout_s=timeout)
+        ports = {
+            name: grpc_port(getattr(settings, f"{name.replace('-', '')}_addr")) for name in DEFAULT_PORTS
+        }
+        config = StackConfig(
+            home=home,
+            host=settings.host,
+            gateway_port=settings.port,
+            nats_url=nats_url,
+            service_ports=ports,
+            api_keys=api_keys,
+            startup_timeout_s=timeout,
+        )
     stack = Stack(config)
     stopping = {"flag": False}
 
@@ -87,7 +106,9 @@ def up(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        with console.status("starting Tunery (the first start converts the default model; this takes a minute)"):
+        with console.status(
+            "starting Tunery (the first start converts the default model; this takes a minute)"
+        ):
             stack.start()
         _print_ready(stack.gateway_url, home, settings.api_keys)
         stack.run_forever(lambda: stopping["flag"])

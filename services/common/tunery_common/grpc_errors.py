@@ -10,7 +10,9 @@ import grpc
 class ServiceError(Exception):
     """Raised by domain code; turned into a gRPC status by `abort_with`."""
 
-    def __init__(self, status: grpc.StatusCode, message: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: grpc.StatusCode, message: str, param: str | None = None, code: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message

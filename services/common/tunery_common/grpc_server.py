@@ -27,7 +27,9 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc_server(port: int, registrations: Iterable[Registration], host: str = "[::]") -> GrpcServer:
+async def start_grpc_server(
+    port: int, registrations: Iterable[Registration], host: str = "[::]"
+) -> GrpcServer:
     """Starts a server on `port` (0 picks a free one) serving health and reflection too."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]

@@ -82,7 +82,9 @@ class Supervised:
         if kind == "grpc":
             with grpc.insecure_channel(target) as channel:
                 try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
                 except grpc.RpcError:
                     return False
                 return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -142,13 +144,21 @@ class Stack:
     def _build(self) -> None:
         logs = self.home / "logs"
         self.processes = [
-            Supervised(name, [sys.executable, "-m", module], logs / f"{name}.log",
-                       f"grpc:127.0.0.1:{self.config.service_ports[name]}")
+            Supervised(
+                name,
+                [sys.executable, "-m", module],
+                logs / f"{name}.log",
+                f"grpc:127.0.0.1:{self.config.service_ports[name]}",
+            )
             for name, module, _ in SERVICES
         ]
         self.processes.append(
-            Supervised("gateway", [sys.executable, "-m", "tunery_gateway.main"], logs / "gateway.log",
-                       f"http:{self.gateway_url}/healthz")
+            Supervised(
+                "gateway",
+                [sys.executable, "-m", "tunery_gateway.main"],
+                logs / "gateway.log",
+                f"http:{self.gateway_url}/healthz",
+            )
         )
 
     def _write_state(self, state: str) -> None:
@@ -185,7 +195,9 @@ class Stack:
         while pending:
             if time.monotonic() > deadline:
                 names = ", ".join(p.name for p in pending)
-                raise TimeoutError(f"{names} not healthy after {self.config.startup_timeout_s:.0f}s; see {self.home}/logs")
+                raise TimeoutError(
+                    f"{names} not healthy after {self.config.startup_timeout_s:.0f}s; see {self.home}/logs"
+                )
             self.supervise_once()
             pending = [p for p in pending if not p.healthy()]
             if pending:
@@ -203,8 +215,13 @@ class Stack:
                 if now - proc.started_at > STABLE_AFTER_S:
                     proc.backoff_s = 1.0
                 proc.next_start = now + proc.backoff_s
-                log.warning("%s exited with code %s; restarting in %.0fs (log: %s)",
-                            proc.name, proc.proc.returncode, proc.backoff_s, proc.log_path)
+                log.warning(
+                    "%s exited with code %s; restarting in %.0fs (log: %s)",
+                    proc.name,
+                    proc.proc.returncode,
+                    proc.backoff_s,
+                    proc.log_path,
+                )
                 proc.backoff_s = min(proc.backoff_s * 2, MAX_BACKOFF_S)
             elif now >= proc.next_start:
                 proc.restarts += 1
@@ -250,7 +267,9 @@ def wait_until_healthy(home: Path, launcher: subprocess.Popen, timeout: float) -
         if state and state.get("state") == "healthy" and state.get("pid") == launcher.pid:
             return state
         if launcher.poll() is not None:
-            raise RuntimeError(f"the stack failed to start (exit code {launcher.returncode}); see {home}/logs/launcher.log")
+            raise RuntimeError(
+                f"the stack failed to start (exit code {launcher.returncode}); see {home}/logs/launcher.log"
+            )
         time.sleep(0.3)
     raise TimeoutError(f"the stack was not healthy after {timeout:.0f}s; see {home}/logs")
 

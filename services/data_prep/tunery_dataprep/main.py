@@ -6,6 +6,7 @@ from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
+
 from tunery_dataprep.service import DataPrepService
 
 

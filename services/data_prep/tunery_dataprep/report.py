@@ -24,5 +24,7 @@ def build_report(data: bytes, model: str, cache_dir: Path) -> Report:
         n_errors=len(parsed.errors),
     )
     if parsed.examples:
-        report.total_tokens, report.assistant_tokens = count_tokens(load_tokenizer(model, cache_dir), parsed.examples)
+        report.total_tokens, report.assistant_tokens = count_tokens(
+            load_tokenizer(model, cache_dir), parsed.examples
+        )
     return report

@@ -5,11 +5,11 @@ import logging
 from pathlib import Path
 
 import grpc
-
 from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery_common.basemodels import UnknownModelError, spec_of
 from tunery_common.bus import Bus
 from tunery_common.grpc_errors import ServiceError, abort_with, invalid, not_found
+
 from tunery_dataprep.report import build_report
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServicer):
         try:
             data = await self.bus.get_object(record.object_name)
         except FileNotFoundError:
-            raise ServiceError(grpc.StatusCode.DATA_LOSS, f"the content of {request.file_id} is missing") from None
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS, f"the content of {request.file_id} is missing"
+            ) from None
         report = await asyncio.to_thread(build_report, data, request.model, self.model_cache)
         return dataprep_pb2.ValidationReport(
             n_examples=report.n_examples,

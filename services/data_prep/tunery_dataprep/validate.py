@@ -83,7 +83,11 @@ def _pydantic_errors(line: int, exc: ValidationError) -> list[LineError]:
         err = {**err, "loc": loc}
         code = _code_for(err)
         if code == "unrecognized_role":
-            message = f"unrecognized role {err['input'].get('role')!r}" if isinstance(err["input"], dict) else err["msg"]
+            message = (
+                f"unrecognized role {err['input'].get('role')!r}"
+                if isinstance(err["input"], dict)
+                else err["msg"]
+            )
         elif code == "message_missing_key" and err["type"] == "union_tag_not_found":
             message = "message has no 'role'"
         elif code == "message_unrecognized_key":
@@ -98,13 +102,17 @@ def _semantic_errors(line: int, example: ChatExample) -> list[LineError]:
     errors = []
     if not any(isinstance(m, AssistantMessage) for m in example.messages):
         errors.append(
-            LineError(line, "example_missing_assistant_message", "example has no assistant message", "messages")
+            LineError(
+                line, "example_missing_assistant_message", "example has no assistant message", "messages"
+            )
         )
     call_ids = set()
     for i, msg in enumerate(example.messages):
         if isinstance(msg, AssistantMessage):
             if msg.content is None and not msg.tool_calls and not msg.function_call:
-                errors.append(LineError(line, "missing_content", "assistant message has no content", f"messages[{i}]"))
+                errors.append(
+                    LineError(line, "missing_content", "assistant message has no content", f"messages[{i}]")
+                )
             for j, call in enumerate(msg.tool_calls or []):
                 call_ids.add(call.id)
                 try:
@@ -112,14 +120,18 @@ def _semantic_errors(line: int, example: ChatExample) -> list[LineError]:
                 except ValueError:
                     errors.append(
                         LineError(
-                            line, "invalid_tool_call", "function arguments are not valid JSON",
+                            line,
+                            "invalid_tool_call",
+                            "function arguments are not valid JSON",
                             f"messages[{i}].tool_calls[{j}].function.arguments",
                         )
                     )
         elif msg.role == "tool" and msg.tool_call_id not in call_ids:
             errors.append(
                 LineError(
-                    line, "unknown_tool_call_id", f"tool_call_id {msg.tool_call_id!r} matches no earlier tool call",
+                    line,
+                    "unknown_tool_call_id",
+                    f"tool_call_id {msg.tool_call_id!r} matches no earlier tool call",
                     f"messages[{i}].tool_call_id",
                 )
             )
@@ -132,7 +144,9 @@ def parse_chat_jsonl(data: bytes) -> ParsedFile:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        parsed.errors.append(LineError(0, "invalid_encoding", f"file is not UTF-8 ({exc.reason} at byte {exc.start})"))
+        parsed.errors.append(
+            LineError(0, "invalid_encoding", f"file is not UTF-8 ({exc.reason} at byte {exc.start})")
+        )
         return parsed
     for line_no, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -140,13 +154,19 @@ def parse_chat_jsonl(data: bytes) -> ParsedFile:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            parsed.errors.append(LineError(line_no, "invalid_json", f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            parsed.errors.append(
+                LineError(line_no, "invalid_json", f"invalid JSON: {exc.msg} (column {exc.colno})")
+            )
             continue
         if not isinstance(obj, dict):
-            parsed.errors.append(LineError(line_no, "data_type", f"expected a JSON object, got {type(obj).__name__}"))
+            parsed.errors.append(
+                LineError(line_no, "data_type", f"expected a JSON object, got {type(obj).__name__}")
+            )
             continue
         if "messages" not in obj:
-            parsed.errors.append(LineError(line_no, "missing_messages_list", "no 'messages' list", "messages"))
+            parsed.errors.append(
+                LineError(line_no, "missing_messages_list", "no 'messages' list", "messages")
+            )
             continue
         try:
             example = ChatExample.model_validate(obj)

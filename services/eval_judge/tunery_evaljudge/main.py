@@ -6,6 +6,7 @@ from tunery.evaljudge.v1 import evaljudge_pb2, evaljudge_pb2_grpc
 from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
+
 from tunery_evaljudge.service import EvalJudgeService
 
 

@@ -1,6 +1,7 @@
 """gRPC EvalJudge service."""
 
 from tunery.evaljudge.v1 import evaljudge_pb2, evaljudge_pb2_grpc
+
 from tunery_evaljudge.graders.basic import exact_match, json_valid
 
 

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from tunery_common.basemodels import ensure_base_model
+
 from tunery_inference.engines.hf import HFEngine
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
+
 from tunery_inference.engine_pool import EnginePool
 from tunery_inference.registry import ModelRegistry
 from tunery_inference.service import InferenceService

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 from nats.js.kv import KV_DEL, KV_PURGE
-
 from tunery_common.adapters import unpack_adapter
 from tunery_common.bus import Bus
 from tunery_common.records import ModelRecord, job_id_of_model

@@ -5,12 +5,12 @@ import logging
 import time
 
 import grpc
-
 from tunery.common.v1 import common_pb2
 from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 from tunery_common.basemodels import CATALOG
 from tunery_common.grpc_errors import ServiceError, abort_with, invalid
 from tunery_common.ids import new_id
+
 from tunery_inference.engine_pool import EnginePool
 from tunery_inference.engines.hf import Completion, GenerationParams, HFEngine
 from tunery_inference.registry import ModelRegistry
@@ -22,8 +22,10 @@ _END = object()
 
 def model_not_found(model_id: str) -> ServiceError:
     return ServiceError(
-        grpc.StatusCode.NOT_FOUND, f"The model {model_id!r} does not exist or you do not have access to it.",
-        "model", "model_not_found",
+        grpc.StatusCode.NOT_FOUND,
+        f"The model {model_id!r} does not exist or you do not have access to it.",
+        "model",
+        "model_not_found",
     )
 
 
@@ -57,15 +59,28 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     def _params(self, request) -> tuple[list[dict], GenerationParams]:
         if not request.messages:
             raise invalid("messages must hold at least one message", "messages")
-        messages = [{"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in request.messages]
-        params = GenerationParams(
-            max_tokens=request.max_tokens if request.HasField("max_tokens") else self.default_max_tokens,
-            temperature=request.temperature if request.HasField("temperature") else 1.0,
-            top_p=request.top_p if request.HasField("top_p") else 1.0,
-            seed=request.seed if request.HasField("seed") else None,
-            stop=list(request.stop),
-        )
+        messages = [
+            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
+            for m in request.messages
+        ]
+        try:
+            params = GenerationParams(
+                max_tokens=request.max_tokens if request.HasField("max_tokens") else self.default_max_tokens,
+                temperature=request.temperature if request.HasField("temperature") else 1.0,
+                top_p=request.top_p if request.HasField("top_p") else 1.0,
+                seed=request.seed if request.HasField("seed") else None,
+                stop=list(request.stop),
+            )
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
         return messages, params
+
+    @staticmethod
+    def _generation_error(exc: Exception) -> ServiceError:
+        """What the engine refuses before generating: a prompt over the context, a removed adapter."""
+        if isinstance(exc, KeyError):
+            return ServiceError(grpc.StatusCode.NOT_FOUND, str(exc.args[0]), "model", "model_not_found")
+        return invalid(str(exc), "messages", "context_length_exceeded")
 
     async def ChatCompletion(self, request, context):
         try:
@@ -74,6 +89,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             completion = await asyncio.to_thread(engine.generate, messages, adapter, params)
         except ServiceError as exc:
             await abort_with(context, exc)
+            return
+        except (ValueError, KeyError) as exc:
+            await abort_with(context, self._generation_error(exc))
             return
         return inference_pb2.ChatCompletionResponse(
             id=new_id("chatcmpl"),
@@ -88,27 +106,36 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         try:
             messages, params = self._params(request)
             engine, adapter = await self._resolve(request.org, request.model)
+            # The engine checks the request when the stream is made, before the first delta.
+            stream = await asyncio.to_thread(engine.stream, messages, adapter, params)
         except ServiceError as exc:
             await abort_with(context, exc)
             return
+        except (ValueError, KeyError) as exc:
+            await abort_with(context, self._generation_error(exc))
+            return
         chunk_id, created = new_id("chatcmpl"), int(time.time())
-        async for item in self._stream(engine, messages, adapter, params):
+        async for item in self._stream(stream):
             if isinstance(item, Completion):
                 yield inference_pb2.ChatCompletionChunk(
-                    id=chunk_id, model=request.model, finish_reason=item.finish_reason,
-                    usage=usage_of(item), created=created,
+                    id=chunk_id,
+                    model=request.model,
+                    finish_reason=item.finish_reason,
+                    usage=usage_of(item),
+                    created=created,
                 )
             else:
-                yield inference_pb2.ChatCompletionChunk(id=chunk_id, model=request.model, delta=item, created=created)
+                yield inference_pb2.ChatCompletionChunk(
+                    id=chunk_id, model=request.model, delta=item, created=created
+                )
 
-    async def _stream(self, engine: HFEngine, messages, adapter, params):
+    async def _stream(self, stream):
         """Runs the engine's blocking stream in a thread and hands its items to the event loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = False
 
         def produce():
-            stream = engine.stream(messages, adapter, params)
             try:
                 for item in stream:
                     if cancelled:
@@ -131,9 +158,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             await producer
 
     async def ListModels(self, request, context):
-        return inference_pb2.ListModelsResponse(models=self._base_models() + [
-            self._to_proto(r) for r in self.registry.models_of(request.org)
-        ])
+        return inference_pb2.ListModelsResponse(
+            models=self._base_models() + [self._to_proto(r) for r in self.registry.models_of(request.org)]
+        )
 
     async def GetModel(self, request, context):
         if request.id in CATALOG:
@@ -154,5 +181,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     @staticmethod
     def _to_proto(record) -> inference_pb2.Model:
         return inference_pb2.Model(
-            id=record.id, created=record.created_at, owned_by=record.org, parent=record.parent, status=record.status
+            id=record.id,
+            created=record.created_at,
+            owned_by=record.org,
+            parent=record.parent,
+            status=record.status,
         )

@@ -11,7 +11,6 @@ import time
 import grpc
 from google.protobuf import json_format
 from pydantic import ValidationError
-
 from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from tunery_common.basemodels import CATALOG
@@ -19,6 +18,7 @@ from tunery_common.bus import TRAIN_SUBJECT, Bus, make_event
 from tunery_common.grpc_errors import ServiceError, abort_with, conflict, invalid, not_found
 from tunery_common.ids import new_id
 from tunery_common.records import JobError, JobRecord, now
+
 from tunery_trainer.hyperparams import Hyperparameters
 from tunery_trainer.jobref import JobRef
 
@@ -77,7 +77,9 @@ def job_to_proto(job: JobRecord) -> trainer_pb2.Job:
     )
     msg.method.update(job.method)
     if job.error:
-        msg.error.CopyFrom(trainer_pb2.JobError(code=job.error.code, message=job.error.message, param=job.error.param or ""))
+        msg.error.CopyFrom(
+            trainer_pb2.JobError(code=job.error.code, message=job.error.message, param=job.error.param or "")
+        )
     return msg
 
 
@@ -122,16 +124,23 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
     async def _create(self, request) -> trainer_pb2.Job:
         if request.model not in CATALOG:
             raise invalid(
-                f"model {request.model!r} cannot be fine-tuned; choose one of {', '.join(sorted(CATALOG))}", "model"
+                f"model {request.model!r} cannot be fine-tuned; choose one of {', '.join(sorted(CATALOG))}",
+                "model",
             )
-        for param, file_id in (("training_file", request.training_file), ("validation_file", request.validation_file)):
+        for param, file_id in (
+            ("training_file", request.training_file),
+            ("validation_file", request.validation_file),
+        ):
             if param == "validation_file" and not file_id:
                 continue
             record = await self.bus.files.get(request.org, file_id)
             if record is None:
                 raise not_found(f"no file {file_id!r}", param)
             if record.purpose != "fine-tune":
-                raise invalid(f"file {file_id} has purpose {record.purpose!r}; upload it with purpose 'fine-tune'", param)
+                raise invalid(
+                    f"file {file_id} has purpose {record.purpose!r}; upload it with purpose 'fine-tune'",
+                    param,
+                )
         method = parse_method(whole_floats_to_int(json_format.MessageToDict(request.method)))
         job = JobRecord(
             id=new_id("ftjob"),
@@ -145,7 +154,9 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
             method=method,
         )
         await self.bus.jobs.create(job.org, job.id, job)
-        await self.bus.publish_event(make_event("job", job.id, job.org, "created", f"Created fine-tuning job: {job.id}"))
+        await self.bus.publish_event(
+            make_event("job", job.id, job.org, "created", f"Created fine-tuning job: {job.id}")
+        )
         self._spawn(self.validate_and_enqueue(job.org, job.id))
         return job_to_proto(job)
 
@@ -168,7 +179,9 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         try:
             error = await self._validation_error(job)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            error = JobError(code="validation_unavailable", message=f"could not validate the files: {exc}; retry the job")
+            error = JobError(
+                code="validation_unavailable", message=f"could not validate the files: {exc}; retry the job"
+            )
         if error:
             await self._fail(org, job_id, error)
             return
@@ -179,18 +192,25 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         updated = await self.bus.jobs.mutate(org, job_id, to_queued)
         if updated is None or updated.status != "queued":
             return  # cancelled meanwhile
-        await self.bus.js.publish(TRAIN_SUBJECT, JobRef(org, job_id).encode(), headers={"Nats-Msg-Id": job_id})
+        await self.bus.js.publish(
+            TRAIN_SUBJECT, JobRef(org, job_id).encode(), headers={"Nats-Msg-Id": job_id}
+        )
         await self.bus.publish_event(make_event("job", job_id, org, "queued", "Files validated; job queued"))
 
     async def _validation_error(self, job: JobRecord) -> JobError | None:
         deadline = time.monotonic() + self.validation_timeout_s
-        for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
+        for param, file_id in (
+            ("training_file", job.training_file),
+            ("validation_file", job.validation_file),
+        ):
             if not file_id:
                 continue
             request = dataprep_pb2.ValidateFileRequest(org=job.org, file_id=file_id, model=job.model)
             while True:
                 try:
-                    report = await self.dataprep.ValidateFile(request, timeout=max(1.0, deadline - time.monotonic()))
+                    report = await self.dataprep.ValidateFile(
+                        request, timeout=max(1.0, deadline - time.monotonic())
+                    )
                     break
                 except grpc.aio.AioRpcError as exc:
                     # data-prep restarting: retry until the deadline, as a queue consumer would.
@@ -219,7 +239,9 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         return job_to_proto(job)
 
     async def _list(self, request) -> trainer_pb2.ListJobsResponse:
-        jobs, has_more = paginate(await self.bus.jobs.list(request.org), request.page.after, request.page.limit)
+        jobs, has_more = paginate(
+            await self.bus.jobs.list(request.org), request.page.after, request.page.limit
+        )
         return trainer_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], has_more=has_more)
 
     async def _cancel(self, request) -> trainer_pb2.Job:

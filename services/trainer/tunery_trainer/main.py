@@ -4,12 +4,12 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import grpc
-
 from tunery.dataprep.v1 import dataprep_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
+
 from tunery_trainer.control import TrainerControl
 from tunery_trainer.settings import TrainerSettings
 from tunery_trainer.worker import TrainWorker

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
-
 from tunery_common.basemodels import ensure_base_model
 from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, ConflictError, make_event
 from tunery_common.ids import new_id
 from tunery_common.records import JobError, JobRecord, now
+
 from tunery_trainer.data import load_jsonl_examples, tokenize_example
 from tunery_trainer.hyperparams import BASE_LEARNING_RATE, Hyperparameters, resolve
 from tunery_trainer.jobref import JobRef
@@ -50,7 +50,9 @@ class TrainWorker:
             TRAIN_SUBJECT,
             durable=DURABLE,
             stream=TRAIN_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s, max_deliver=-1),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s, max_deliver=-1
+            ),
         )
         log.info("worker %s waiting for jobs", self.worker_id)
         while not stop.is_set():
@@ -90,7 +92,9 @@ class TrainWorker:
                 await msg.ack()
         except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
             log.exception("job %s failed", job.id)
-            await self._finish_failed(job, JobError(code="training_failed", message=f"{type(exc).__name__}: {exc}"))
+            await self._finish_failed(
+                job, JobError(code="training_failed", message=f"{type(exc).__name__}: {exc}")
+            )
             await msg.ack()
         finally:
             for task in (heartbeat, stopper, cancel_watch):
@@ -107,7 +111,11 @@ class TrainWorker:
                 return None
             if job.lease_owner and job.lease_owner != self.worker_id and (job.lease_until or 0) > time.time():
                 return "busy"
-            update = {"lease_owner": self.worker_id, "lease_until": time.time() + self.lease_s, "status": "running"}
+            update = {
+                "lease_owner": self.worker_id,
+                "lease_until": time.time() + self.lease_s,
+                "status": "running",
+            }
             claimed = job.model_copy(update=update)
             try:
                 await self.bus.jobs.update(ref.org, ref.id, claimed, revision)
@@ -136,7 +144,11 @@ class TrainWorker:
         watcher = await self.bus.jobs.kv.watch(self.bus.jobs.key(job.org, job.id))
         try:
             async for entry in watcher:
-                if entry is not None and entry.value and JobRecord.model_validate_json(entry.value).status == "cancelled":
+                if (
+                    entry is not None
+                    and entry.value
+                    and JobRecord.model_validate_json(entry.value).status == "cancelled"
+                ):
                     stop_training.set()
                     return
         finally:
@@ -158,11 +170,16 @@ class TrainWorker:
 
         hp = Hyperparameters.model_validate(job.method["supervised"]["hyperparameters"])
         train_set, valid_set = await asyncio.to_thread(
-            self._tokenize, model_dir, load_jsonl_examples(train_bytes),
-            load_jsonl_examples(valid_bytes) if valid_bytes else [], hp.max_seq_len,
+            self._tokenize,
+            model_dir,
+            load_jsonl_examples(train_bytes),
+            load_jsonl_examples(valid_bytes) if valid_bytes else [],
+            hp.max_seq_len,
         )
         if not train_set:
-            raise ValueError("no training example has an assistant token left to train on; check the file's answers")
+            raise ValueError(
+                "no training example has an assistant token left to train on; check the file's answers"
+            )
         resolved = resolve(hp, len(train_set))
         await self._record_hyperparameters(job, resolved)
 
@@ -172,7 +189,15 @@ class TrainWorker:
 
         out_dir = self.work_dir / job.id / "adapter"
         result = await asyncio.to_thread(
-            train_lora, model_dir, train_set, valid_set, resolved, job.seed, out_dir, on_metrics, stop_training.is_set
+            train_lora,
+            model_dir,
+            train_set,
+            valid_set,
+            resolved,
+            job.seed,
+            out_dir,
+            on_metrics,
+            stop_training.is_set,
         )
         if result.stopped:
             raise JobCancelled(job.id)
@@ -215,8 +240,11 @@ class TrainWorker:
 
     async def _record_hyperparameters(self, job: JobRecord, resolved) -> None:
         """The job shows the values "auto" resolved to, as OpenAI's does once training starts."""
-        figures = {"n_epochs": resolved.n_epochs, "batch_size": resolved.batch_size,
-                   "learning_rate_multiplier": round(resolved.learning_rate / BASE_LEARNING_RATE, 6)}
+        figures = {
+            "n_epochs": resolved.n_epochs,
+            "batch_size": resolved.batch_size,
+            "learning_rate_multiplier": round(resolved.learning_rate / BASE_LEARNING_RATE, 6),
+        }
 
         def apply(rec: JobRecord):
             method = dict(rec.method)
@@ -227,14 +255,18 @@ class TrainWorker:
         await self.bus.jobs.mutate(job.org, job.id, apply)
 
     async def _on_metrics(self, job: JobRecord, metrics: dict) -> None:
-        parts = [f"Step {metrics['step']}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}"]
+        parts = [
+            f"Step {metrics['step']}/{metrics['total_steps']}: training loss={metrics['train_loss']:.4f}"
+        ]
         if metrics.get("valid_loss") is not None:
             parts.append(f"validation loss={metrics['valid_loss']:.4f}")
         await self._event(job, "metrics", ", ".join(parts), data=metrics)
         eta = metrics.get("eta_s")
         if eta is not None:
             await self.bus.jobs.mutate(
-                job.org, job.id, lambda rec: rec.model_copy(update={"estimated_finish": int(time.time() + eta)})
+                job.org,
+                job.id,
+                lambda rec: rec.model_copy(update={"estimated_finish": int(time.time() + eta)}),
             )
 
     async def _release(self, job: JobRecord) -> None:
@@ -250,8 +282,15 @@ class TrainWorker:
         def to_failed(rec: JobRecord):
             if rec.is_final:
                 return None
-            return rec.model_copy(update={"status": "failed", "error": error, "finished_at": now(),
-                                          "lease_owner": None, "lease_until": None})
+            return rec.model_copy(
+                update={
+                    "status": "failed",
+                    "error": error,
+                    "finished_at": now(),
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            )
 
         await self.bus.jobs.mutate(job.org, job.id, to_failed)
         await self._event(job, "failed", error.message, level="error")
