@@ -141,6 +141,47 @@ def down(timeout: float = typer.Option(60, help="Seconds to wait for the stack t
         console.print(f"no running stack found under {home}")
 
 
+@app.command()
+def demo(
+    train: Path = typer.Option(Path("examples/support_tickets/train.jsonl"), exists=True, dir_okay=False),
+    heldout: Path = typer.Option(Path("examples/support_tickets/heldout.jsonl"), exists=True, dir_okay=False),
+    model: str = typer.Option("smollm2-135m-instruct", help="Base model to fine-tune."),
+    n_epochs: int = typer.Option(2, min=1),
+    batch_size: int = typer.Option(8, min=1),
+    learning_rate_multiplier: float = typer.Option(5.0, min=0.01),
+) -> None:
+    """Fine-tune the default model on support tickets and compare it with the base model."""
+    from tunery_common.demo import DemoError, run_demo
+    from tunery_common.launcher import pid_alive, read_stack
+
+    settings = _settings()
+    home = settings.home.resolve()
+    state = read_stack(home)
+    started_here = not (state and state.get("state") == "healthy" and pid_alive(state["pid"]))
+    if started_here:
+        console.print("starting the stack for the demo (`tunery up --detach`)")
+        up(detach=True, random_ports=False, timeout=600)
+        state = read_stack(home)
+    api_key = (
+        settings.api_keys.split(",")[0].rpartition(":")[0]
+        if settings.api_keys
+        else ((home / "api_key").read_text().strip())
+    )
+    hyperparameters = {
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "learning_rate_multiplier": learning_rate_multiplier,
+    }
+    try:
+        run_demo(f"{state['gateway_url']}/v1", api_key, train, heldout, model, hyperparameters, Console())
+    except DemoError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        if started_here:
+            down(timeout=60)
+
+
 def main() -> None:
     app()
 
