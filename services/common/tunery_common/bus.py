@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from tunery.events.v1 import events_pb2
 
 from tunery_common.ids import new_id
-from tunery_common.records import FileRecord, JobRecord, ModelRecord
+from tunery_common.records import FileRecord, JobRecord, ModelRecord, QuickEvalRecord
 from tunery_common.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 EVENTS_STREAM = "TUNERY_EVENTS"
 TRAIN_STREAM = "TUNERY_TRAIN"
 TRAIN_SUBJECT = "tunery.work.train"
+EVAL_STREAM = "TUNERY_EVALS"
+EVAL_SUBJECT = "tunery.work.eval"
 ARTIFACTS_BUCKET = "tunery-artifacts"
 
 R = TypeVar("R", bound=BaseModel)
@@ -55,6 +57,12 @@ class RecordStore(Generic[R]):
     @staticmethod
     def key(org: str, record_id: str) -> str:
         return f"{org}.{record_id}"
+
+    @staticmethod
+    def split_key(key: str) -> tuple[str, str]:
+        """(org, id) of a key; ids hold no dots, so the last one separates them."""
+        org, _, record_id = key.rpartition(".")
+        return org, record_id
 
     async def get_with_revision(self, org: str, record_id: str) -> tuple[R, int] | None:
         try:
@@ -156,6 +164,7 @@ class Bus:
         self.files: RecordStore[FileRecord]
         self.jobs: RecordStore[JobRecord]
         self.models: RecordStore[ModelRecord]
+        self.evals: RecordStore[QuickEvalRecord]
         self.objects = None
 
     @classmethod
@@ -190,8 +199,21 @@ class Bus:
                     ) from exc
                 await asyncio.sleep(0.5)
         bus = cls(nc, nc.jetstream(), settings)
+        await bus.wait_ready(max(1.0, deadline - time.monotonic()))
         await bus.ensure()
         return bus
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Waits until JetStream answers: after a (re)start the server recovers its streams first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.js.account_info()
+                return
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"JetStream is not answering: {exc}") from exc
+                await asyncio.sleep(0.2)
 
     async def ensure(self) -> None:
         r = self.settings.replicas
@@ -214,9 +236,19 @@ class Bus:
                 num_replicas=r,
             )
         )
+        await self.js.add_stream(
+            StreamConfig(
+                name=EVAL_STREAM,
+                subjects=[EVAL_SUBJECT],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=r,
+            )
+        )
         self.files = RecordStore(await self._kv("tunery-files"), FileRecord)
         self.jobs = RecordStore(await self._kv("tunery-jobs"), JobRecord)
         self.models = RecordStore(await self._kv("tunery-models"), ModelRecord)
+        self.evals = RecordStore(await self._kv("tunery-evals"), QuickEvalRecord)
         self.objects = await self.js.create_object_store(
             ARTIFACTS_BUCKET, config=ObjectStoreConfig(storage=StorageType.FILE, replicas=r)
         )
