@@ -210,7 +210,7 @@ class Bus:
             try:
                 await self.js.account_info()
                 return
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (nats.errors.Error, TimeoutError) as exc:
                 if time.monotonic() > deadline:
                     raise ConnectionError(f"JetStream is not answering: {exc}") from exc
                 await asyncio.sleep(0.2)
