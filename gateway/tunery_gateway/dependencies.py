@@ -6,6 +6,7 @@ Async on purpose: FastAPI runs plain `def` dependencies in a thread pool.
 from typing import Annotated
 
 from fastapi import Depends, Request
+from tunery.evaljudge.v1 import evaljudge_pb2_grpc
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2_grpc
 from tunery_common.bus import Bus
@@ -27,6 +28,11 @@ async def get_trainer(request: Request) -> trainer_pb2_grpc.TrainerStub:
     return request.app.state.trainer
 
 
+async def get_evaljudge(request: Request) -> evaljudge_pb2_grpc.EvalJudgeStub:
+    request.state.service = "eval-judge"
+    return request.app.state.evaljudge
+
+
 async def get_inference(request: Request) -> inference_pb2_grpc.InferenceStub:
     request.state.service = "inference"
     return request.app.state.inference
@@ -35,4 +41,5 @@ async def get_inference(request: Request) -> inference_pb2_grpc.InferenceStub:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 BusDep = Annotated[Bus, Depends(get_bus)]
 TrainerDep = Annotated[trainer_pb2_grpc.TrainerStub, Depends(get_trainer)]
+EvalJudgeDep = Annotated[evaljudge_pb2_grpc.EvalJudgeStub, Depends(get_evaljudge)]
 InferenceDep = Annotated[inference_pb2_grpc.InferenceStub, Depends(get_inference)]

@@ -1,14 +1,13 @@
 """The backbone path with the official openai client: upload → job → events → model → chat."""
 
-import asyncio
 import json
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+from record_wait import wait_for_record
 from stack_keys import KEYS
-from tunery_common.bus import Bus
 
 pytestmark = pytest.mark.e2e
 
@@ -33,23 +32,7 @@ def jsonl(rows) -> bytes:
 def wait_for_job(
     stack, org: str, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=600
 ) -> dict:
-    """Waits on the job record's KV watch: no sleeps, no polling of the API."""
-
-    async def watch():
-        bus = await Bus.connect(stack.nats_url, "e2e-test")
-        watcher = await bus.jobs.kv.watch(bus.jobs.key(org, job_id))
-        try:
-            async with asyncio.timeout(timeout):
-                async for entry in watcher:
-                    if entry is not None and entry.value:
-                        job = json.loads(entry.value)
-                        if job["status"] in statuses:
-                            return job
-        finally:
-            await watcher.stop()
-            await bus.close()
-
-    return asyncio.run(watch())
+    return wait_for_record(stack, "jobs", org, job_id, statuses, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""Helpers for tests that talk to a real NATS: store a file, wait on a job record."""
+"""Helpers for tests that talk to a real NATS: store a file, wait on a job or eval record."""
 
 import asyncio
 import json
 
-from tunery_common.bus import Bus
+from tunery_common.bus import Bus, RecordStore
 from tunery_common.records import FileRecord
 
 
@@ -15,14 +15,18 @@ async def upload(bus: Bus, org: str, file_id: str, rows: list, purpose: str = "f
 
 
 async def wait_status(bus: Bus, org: str, job_id: str, statuses: set[str]):
-    """Waits on the job record's KV watch (no polling sleeps)."""
-    watcher = await bus.jobs.kv.watch(bus.jobs.key(org, job_id))
+    return await wait_record(bus.jobs, org, job_id, statuses)
+
+
+async def wait_record(store: RecordStore, org: str, record_id: str, statuses: set[str]) -> dict:
+    """Waits on the record's KV watch (no polling sleeps) until its status is one of `statuses`."""
+    watcher = await store.kv.watch(store.key(org, record_id))
     try:
         async with asyncio.timeout(60):
             async for entry in watcher:
                 if entry is not None and entry.value:
-                    job = json.loads(entry.value)
-                    if job["status"] in statuses:
-                        return job
+                    record = json.loads(entry.value)
+                    if record["status"] in statuses:
+                        return record
     finally:
         await watcher.stop()

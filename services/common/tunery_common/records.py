@@ -87,3 +87,50 @@ def job_id_of_model(model_id: str) -> str | None:
     if len(parts) < 5 or parts[0] != "ft" or not parts[-1].startswith("ftjob-"):
         return None
     return parts[-1]
+
+
+class QuickEvalResult(BaseModel):
+    """One graded example of a quick eval."""
+
+    index: int
+    line: int  # 1-based line of the example in the file
+    prompt: str  # text of the last user message
+    expected: str  # the example's last assistant message
+    output: str
+    exact_match: bool
+    json_valid: bool
+    latency_ms: int
+    error: str | None = None  # why the model gave no output (e.g. a prompt over its context)
+
+
+QuickEvalStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class QuickEvalRecord(BaseModel):
+    id: str
+    org: str
+    model: str
+    file_id: str
+    status: QuickEvalStatus = "queued"
+    created_at: int = Field(default_factory=now)
+    finished_at: int | None = None
+    n_items: int
+    n_done: int = 0
+    max_items: int | None = None
+    max_tokens: int | None = None  # None: derived from each reference's length
+    # Over the items done so far; None before the first one.
+    exact_match_rate: float | None = None
+    json_valid_rate: float | None = None
+    error: JobError | None = None
+    # Lease held by the worker running the eval, as for training jobs.
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def results_object(self) -> str:
+        """Per-item results live in the object store: thousands of them outgrow a KV value."""
+        return f"quick_evals/{self.org}/{self.id}/results.json"

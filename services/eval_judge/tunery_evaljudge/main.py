@@ -1,23 +1,50 @@
-"""eval-judge process: `python -m tunery_evaljudge.main`."""
+"""eval-judge process: graders, the quick-eval control plane and `TUNERY_EVALJUDGE_WORKERS` workers."""
 
+import asyncio
 from contextlib import AsyncExitStack
 
+import grpc
+from tunery.dataprep.v1 import dataprep_pb2_grpc
 from tunery.evaljudge.v1 import evaljudge_pb2, evaljudge_pb2_grpc
+from tunery.inference.v1 import inference_pb2_grpc
 from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
 
-from tunery_evaljudge.service import EvalJudgeService
+from tunery_evaljudge.control import QuickEvalControl
+from tunery_evaljudge.settings import EvalJudgeSettings
+from tunery_evaljudge.worker import QuickEvalWorker
 
 
 def main() -> None:
-    settings = CommonSettings()
+    common = CommonSettings()
+    settings = EvalJudgeSettings()
 
     async def setup(bus: Bus, stack: AsyncExitStack):
-        name = evaljudge_pb2.DESCRIPTOR.services_by_name["EvalJudge"].full_name
-        return [(evaljudge_pb2_grpc.add_EvalJudgeServicer_to_server, EvalJudgeService(), name)]
+        # Channels connect lazily: eval-judge starts before (or without) the services it calls.
+        inference_channel = grpc.aio.insecure_channel(common.inference_addr)
+        stack.push_async_callback(inference_channel.close)
+        dataprep_channel = grpc.aio.insecure_channel(common.dataprep_addr)
+        stack.push_async_callback(dataprep_channel.close)
+        inference = inference_pb2_grpc.InferenceStub(inference_channel)
+        control = QuickEvalControl(
+            bus, inference, dataprep_pb2_grpc.DataPrepStub(dataprep_channel), settings.validation_timeout_s
+        )
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(QuickEvalWorker(bus, inference, settings).run(stop))
+            for _ in range(settings.workers)
+        ]
 
-    service_main("eval-judge", settings, grpc_port(settings.evaljudge_addr), setup)
+        async def stop_workers():
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        stack.push_async_callback(stop_workers)
+        name = evaljudge_pb2.DESCRIPTOR.services_by_name["EvalJudge"].full_name
+        return [(evaljudge_pb2_grpc.add_EvalJudgeServicer_to_server, control, name)]
+
+    service_main("eval-judge", common, grpc_port(common.evaljudge_addr), setup)
 
 
 if __name__ == "__main__":

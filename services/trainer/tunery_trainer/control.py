@@ -17,6 +17,7 @@ from tunery_common.basemodels import CATALOG
 from tunery_common.bus import TRAIN_SUBJECT, Bus, make_event
 from tunery_common.grpc_errors import ServiceError, abort_with, conflict, invalid, not_found
 from tunery_common.ids import new_id
+from tunery_common.pagination import paginate
 from tunery_common.records import JobError, JobRecord, now
 
 from tunery_trainer.hyperparams import Hyperparameters
@@ -81,15 +82,6 @@ def job_to_proto(job: JobRecord) -> trainer_pb2.Job:
             trainer_pb2.JobError(code=job.error.code, message=job.error.message, param=job.error.param or "")
         )
     return msg
-
-
-def paginate(items: list, after: str, limit: int, key=lambda item: item.id) -> tuple[list, bool]:
-    """OpenAI cursor pagination over a newest-first list: the items after `after`."""
-    limit = limit if limit > 0 else 20
-    if after:
-        ids = [key(item) for item in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    return items[:limit], len(items) > limit
 
 
 class TrainerControl(trainer_pb2_grpc.TrainerServicer):

@@ -13,12 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig
 from tunery_common.basemodels import ensure_base_model
 from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, ConflictError, make_event
 from tunery_common.ids import new_id
 from tunery_common.records import JobError, JobRecord, now
+from tunery_common.workqueue import pull_work
 
 from tunery_trainer.data import load_jsonl_examples, tokenize_example
 from tunery_trainer.hyperparams import BASE_LEARNING_RATE, Hyperparameters, resolve
@@ -46,26 +45,10 @@ class TrainWorker:
         self.lease_s = settings.ack_wait_s
 
     async def run(self, stop: asyncio.Event) -> None:
-        sub = await self.bus.js.pull_subscribe(
-            TRAIN_SUBJECT,
-            durable=DURABLE,
-            stream=TRAIN_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s, max_deliver=-1
-            ),
-        )
         log.info("worker %s waiting for jobs", self.worker_id)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(1, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            except nats.errors.Error as exc:  # e.g. while NATS restarts
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            for msg in msgs:
-                await self.handle(msg, stop)
+        queue = pull_work(self.bus.js, TRAIN_STREAM, TRAIN_SUBJECT, DURABLE, self.settings.ack_wait_s, stop)
+        async for msg in queue:
+            await self.handle(msg, stop)
 
     async def handle(self, msg, stop: asyncio.Event) -> None:
         ref = JobRef.decode(msg.data)

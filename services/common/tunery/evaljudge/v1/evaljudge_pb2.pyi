@@ -1,3 +1,5 @@
+from tunery.common.v1 import common_pb2 as _common_pb2
+from tunery.events.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -37,3 +39,125 @@ class GradeSamplesResponse(_message.Message):
     exact_match_rate: float
     json_valid_rate: float
     def __init__(self, grades: _Optional[_Iterable[_Union[SampleGrade, _Mapping]]] = ..., exact_match_rate: _Optional[float] = ..., json_valid_rate: _Optional[float] = ...) -> None: ...
+
+class CreateQuickEvalRequest(_message.Message):
+    __slots__ = ("org", "model", "file_id", "max_items", "max_tokens")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    model: str
+    file_id: str
+    max_items: int
+    max_tokens: int
+    def __init__(self, org: _Optional[str] = ..., model: _Optional[str] = ..., file_id: _Optional[str] = ..., max_items: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+
+class QuickEvalError(_message.Message):
+    __slots__ = ("code", "message", "param")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAM_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    param: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+
+class QuickEvalResult(_message.Message):
+    __slots__ = ("index", "line", "prompt", "expected", "output", "exact_match", "json_valid", "latency_ms", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCH_FIELD_NUMBER: _ClassVar[int]
+    JSON_VALID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    line: int
+    prompt: str
+    expected: str
+    output: str
+    exact_match: bool
+    json_valid: bool
+    latency_ms: int
+    error: str
+    def __init__(self, index: _Optional[int] = ..., line: _Optional[int] = ..., prompt: _Optional[str] = ..., expected: _Optional[str] = ..., output: _Optional[str] = ..., exact_match: _Optional[bool] = ..., json_valid: _Optional[bool] = ..., latency_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class QuickEval(_message.Message):
+    __slots__ = ("id", "org", "model", "file_id", "status", "created_at", "finished_at", "n_items", "n_done", "exact_match_rate", "json_valid_rate", "results", "error", "max_items", "max_tokens")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    N_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    N_DONE_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCH_RATE_FIELD_NUMBER: _ClassVar[int]
+    JSON_VALID_RATE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    org: str
+    model: str
+    file_id: str
+    status: str
+    created_at: int
+    finished_at: int
+    n_items: int
+    n_done: int
+    exact_match_rate: float
+    json_valid_rate: float
+    results: _containers.RepeatedCompositeFieldContainer[QuickEvalResult]
+    error: QuickEvalError
+    max_items: int
+    max_tokens: int
+    def __init__(self, id: _Optional[str] = ..., org: _Optional[str] = ..., model: _Optional[str] = ..., file_id: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., n_items: _Optional[int] = ..., n_done: _Optional[int] = ..., exact_match_rate: _Optional[float] = ..., json_valid_rate: _Optional[float] = ..., results: _Optional[_Iterable[_Union[QuickEvalResult, _Mapping]]] = ..., error: _Optional[_Union[QuickEvalError, _Mapping]] = ..., max_items: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+
+class GetQuickEvalRequest(_message.Message):
+    __slots__ = ("org", "id")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    id: str
+    def __init__(self, org: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ListQuickEvalsRequest(_message.Message):
+    __slots__ = ("org", "page")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    page: _common_pb2.PageRequest
+    def __init__(self, org: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListQuickEvalsResponse(_message.Message):
+    __slots__ = ("quick_evals", "has_more")
+    QUICK_EVALS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    quick_evals: _containers.RepeatedCompositeFieldContainer[QuickEval]
+    has_more: bool
+    def __init__(self, quick_evals: _Optional[_Iterable[_Union[QuickEval, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class ListQuickEvalEventsRequest(_message.Message):
+    __slots__ = ("org", "id", "page")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    id: str
+    page: _common_pb2.PageRequest
+    def __init__(self, org: _Optional[str] = ..., id: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListQuickEvalEventsResponse(_message.Message):
+    __slots__ = ("events", "has_more")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]
+    has_more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...

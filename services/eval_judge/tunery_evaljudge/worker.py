@@ -1,0 +1,271 @@
+"""A quick-eval worker: pulls evals from the JetStream work queue and runs them one at a time.
+
+As with training jobs, the message stays un-acked while the eval runs: `in_progress()`
+heartbeats keep it, a lease in the record (compare-and-set) keeps a redelivered message from
+starting a second run, and a killed worker's eval is redelivered after `ack_wait` and run again
+from the start (greedy decoding gives the same answers).
+"""
+
+import asyncio
+import logging
+import time
+
+import grpc
+from tunery.common.v1 import common_pb2
+from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
+from tunery_common.bus import EVAL_STREAM, EVAL_SUBJECT, Bus, RecordStore, make_event
+from tunery_common.ids import new_id
+from tunery_common.records import JobError, QuickEvalRecord, QuickEvalResult, now
+from tunery_common.workqueue import pull_work
+
+from tunery_evaljudge.graders.basic import exact_match, json_valid
+from tunery_evaljudge.items import EvalItem, default_max_tokens, load_items
+from tunery_evaljudge.progress import Tally
+from tunery_evaljudge.results import save_results
+from tunery_evaljudge.settings import EvalJudgeSettings
+
+log = logging.getLogger(__name__)
+
+DURABLE = "evaljudge-workers"
+
+
+class EvalFailed(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.error = JobError(code=code, message=message)
+
+
+class Interrupted(Exception):
+    """The worker is shutting down: the eval goes back to the queue."""
+
+
+class QuickEvalWorker:
+    def __init__(self, bus: Bus, inference: inference_pb2_grpc.InferenceStub, settings: EvalJudgeSettings):
+        self.bus = bus
+        self.inference = inference
+        self.settings = settings
+        self.worker_id = new_id("worker")
+        self.lease_s = settings.ack_wait_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker %s waiting for quick evals", self.worker_id)
+        async for msg in pull_work(
+            self.bus.js, EVAL_STREAM, EVAL_SUBJECT, DURABLE, self.settings.ack_wait_s, stop
+        ):
+            await self.handle(msg, stop)
+
+    async def handle(self, msg, stop: asyncio.Event) -> None:
+        org, eval_id = RecordStore.split_key(msg.data.decode())
+        record = await self._claim(org, eval_id)
+        if record is None:  # gone or finished
+            await msg.ack()
+            return
+        if record.lease_owner != self.worker_id:  # another worker's lease is alive
+            await msg.nak(delay=self.lease_s)
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(msg, record))
+        try:
+            await self._run(record, stop)
+        except Interrupted:
+            await self._release(record)
+            await msg.nak()
+            return
+        except EvalFailed as exc:
+            await self._finish_failed(record, exc.error)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the eval with its reason
+            log.exception("quick eval %s failed", record.id)
+            await self._finish_failed(
+                record, JobError(code="eval_failed", message=f"{type(exc).__name__}: {exc}")
+            )
+        finally:
+            heartbeat.cancel()
+        # Acknowledged and confirmed: a finished eval is never redelivered.
+        await msg.ack_sync()
+
+    async def _claim(self, org: str, eval_id: str) -> QuickEvalRecord | None:
+        """The record leased to this worker and reset to run from the start; or another's live lease."""
+
+        def take(rec: QuickEvalRecord):
+            if rec.is_final:
+                return None
+            if rec.lease_owner not in (None, self.worker_id) and (rec.lease_until or 0) > time.time():
+                return None
+            return rec.model_copy(
+                update={
+                    "status": "running",
+                    "lease_owner": self.worker_id,
+                    "lease_until": time.time() + self.lease_s,
+                    "n_done": 0,
+                    "exact_match_rate": None,
+                    "json_valid_rate": None,
+                }
+            )
+
+        record = await self.bus.evals.mutate(org, eval_id, take)
+        return None if record is None or record.is_final else record
+
+    async def _heartbeat(self, msg, record: QuickEvalRecord) -> None:
+        """Keeps the message and the lease alive while the eval runs."""
+
+        def renew(rec: QuickEvalRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(update={"lease_until": time.time() + self.lease_s})
+
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await msg.in_progress()
+                await self.bus.evals.mutate(record.org, record.id, renew)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat for %s failed: %s", record.id, exc)
+
+    async def _event(self, record: QuickEvalRecord, what: str, message: str, **kwargs) -> None:
+        await self.bus.publish_event(make_event("eval", record.id, record.org, what, message, **kwargs))
+
+    async def _run(self, record: QuickEvalRecord, stop: asyncio.Event) -> None:
+        await self._event(record, "started", f"Quick eval started: {record.n_items} examples")
+        items = load_items(await self._file_bytes(record), record.max_items).items
+        if not items:
+            raise EvalFailed("invalid_file", f"{record.file_id} holds no example ending with an answer")
+        tally = Tally(len(items))
+        results: list[QuickEvalResult | None] = [None] * len(items)
+        pending = iter(items)
+
+        async def lane() -> None:
+            # Lanes share one iterator: each takes the next item until none is left.
+            for item in pending:
+                if stop.is_set():  # shutting down: the eval restarts on another worker
+                    raise Interrupted(record.id)
+                result = results[item.index] = await self._complete(record, item)
+                if tally.add(result.exact_match, result.json_valid):
+                    await self._progress(record, tally)
+
+        try:
+            # A TaskGroup: the first failure cancels the other lanes.
+            async with asyncio.TaskGroup() as lanes:
+                for _ in range(min(self.settings.concurrency, len(items))):
+                    lanes.create_task(lane())
+        except ExceptionGroup as group:
+            raise group.exceptions[0] from None
+        await self._finish_succeeded(record, [r for r in results if r is not None], tally)
+
+    async def _file_bytes(self, record: QuickEvalRecord) -> bytes:
+        file = await self.bus.files.get(record.org, record.file_id)
+        try:
+            if file is None:
+                raise FileNotFoundError(record.file_id)
+            return await self.bus.get_object(file.object_name)
+        except FileNotFoundError:
+            message = f"file {record.file_id} was deleted before the eval ran"
+            raise EvalFailed("file_not_found", message) from None
+
+    async def _complete(self, record: QuickEvalRecord, item: EvalItem) -> QuickEvalResult:
+        """The model's greedy answer to one item, graded against its reference."""
+        request = inference_pb2.ChatCompletionRequest(
+            org=record.org,
+            model=record.model,
+            messages=[common_pb2.ChatMessage(**m) for m in item.prompt],
+            max_tokens=record.max_tokens or default_max_tokens(item.reference),
+            temperature=0,
+            seed=0,
+        )
+        started = time.monotonic()
+        output, error = "", None
+        try:
+            # wait_for_ready: an inference replica restarting delays the eval instead of failing it.
+            reply = await self.inference.ChatCompletion(
+                request, timeout=self.settings.request_timeout_s, wait_for_ready=True
+            )
+            output = reply.content
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # e.g. the fine-tuned model was deleted
+                raise EvalFailed("model_not_found", exc.details()) from None
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                message = f"inference: {exc.code().name}: {exc.details()}"
+                raise EvalFailed("inference_failed", message) from None
+            error = exc.details()  # this item only, e.g. a prompt longer than the model's context
+        return QuickEvalResult(
+            index=item.index,
+            line=item.line,
+            prompt=item.prompt_text,
+            expected=item.reference,
+            output=output,
+            exact_match=error is None and exact_match(output, item.reference),
+            json_valid=error is None and json_valid(output),
+            latency_ms=round((time.monotonic() - started) * 1000),
+            error=error,
+        )
+
+    async def _progress(self, record: QuickEvalRecord, tally: Tally) -> None:
+        figures = tally.figures()
+        update = {k: figures[k] for k in ("n_done", "exact_match_rate", "json_valid_rate")}
+
+        def apply(rec: QuickEvalRecord):
+            # Lanes finish out of order: never move the count backwards.
+            return None if rec.is_final or rec.n_done >= update["n_done"] else rec.model_copy(update=update)
+
+        await self.bus.evals.mutate(record.org, record.id, apply)
+        await self._event(
+            record,
+            "progress",
+            f"{tally.n_done}/{tally.n_items} examples: exact match {tally.exact_match_rate:.1%}, "
+            f"JSON valid {tally.json_valid_rate:.1%}",
+            data=figures,
+        )
+
+    async def _finish_succeeded(
+        self, record: QuickEvalRecord, results: list[QuickEvalResult], tally: Tally
+    ) -> None:
+        await save_results(self.bus, record, results)
+
+        def to_succeeded(rec: QuickEvalRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(
+                update={
+                    "status": "succeeded",
+                    "n_done": tally.n_done,
+                    "exact_match_rate": tally.exact_match_rate,
+                    "json_valid_rate": tally.json_valid_rate,
+                    "finished_at": now(),
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            )
+
+        final = await self.bus.evals.mutate(record.org, record.id, to_succeeded)
+        if final is not None and final.status == "succeeded":
+            await self._event(
+                record,
+                "succeeded",
+                f"Quick eval finished: exact match {tally.exact_match_rate:.1%}, "
+                f"JSON valid {tally.json_valid_rate:.1%} over {tally.n_done} examples",
+            )
+
+    async def _release(self, record: QuickEvalRecord) -> None:
+        def back_to_queue(rec: QuickEvalRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(update={"status": "queued", "lease_owner": None, "lease_until": None})
+
+        requeued = await self.bus.evals.mutate(record.org, record.id, back_to_queue)
+        if requeued is not None and requeued.status == "queued":
+            await self._event(record, "requeued", "Worker shutting down; quick eval returned to the queue")
+
+    async def _finish_failed(self, record: QuickEvalRecord, error: JobError) -> None:
+        def to_failed(rec: QuickEvalRecord):
+            if rec.is_final:
+                return None
+            return rec.model_copy(
+                update={
+                    "status": "failed",
+                    "error": error,
+                    "finished_at": now(),
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            )
+
+        await self.bus.evals.mutate(record.org, record.id, to_failed)
+        await self._event(record, "failed", error.message, level="error")
