@@ -28,6 +28,11 @@ protos: install
 up: install
 	$(VENV)/bin/tunery up
 
+# Starts the stack if it is not running (and stops what it started), fine-tunes the default model
+# on support tickets and compares it with the base model on held-out tickets.
+demo: install
+	$(VENV)/bin/tunery demo
+
 test: install
 	$(VENV)/bin/pytest -ra
 
