@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 from statistics import mean
 
 import grpc
@@ -13,7 +12,6 @@ from tunery.evaljudge.v1 import evaljudge_pb2, evaljudge_pb2_grpc
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery_common.bus import EVAL_STREAM, Bus
 from tunery_common.grpc_server import start_grpc_server
-from tunery_common.records import QuickEvalRecord
 from tunery_dataprep.service import DataPrepService
 from tunery_evaljudge.control import QuickEvalControl
 from tunery_evaljudge.graders.basic import exact_match, json_valid
@@ -185,21 +183,3 @@ async def test_bad_requests_name_their_param(services):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call(request)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_a_live_lease_keeps_a_redelivered_eval_from_running_twice(services):
-    bus, _, worker = services
-    record = QuickEvalRecord(id="qeval-lease", org="acme", model=MODEL, file_id="f", n_items=3)
-    await bus.evals.create("acme", record.id, record)
-    other = QuickEvalWorker(bus, worker.inference, worker.settings)
-
-    claimed = await worker._claim("acme", record.id)
-    assert claimed.status == "running" and claimed.lease_owner == worker.worker_id
-    assert (await other._claim("acme", record.id)).lease_owner == worker.worker_id  # busy: nak
-
-    # The first worker died: once its lease has run out, the redelivered eval is taken over.
-    await bus.evals.mutate("acme", record.id, lambda r: r.model_copy(update={"lease_until": time.time() - 1}))
-    assert (await other._claim("acme", record.id)).lease_owner == other.worker_id
-
-    await bus.evals.mutate("acme", record.id, lambda r: r.model_copy(update={"status": "failed"}))
-    assert await worker._claim("acme", record.id) is None  # finished evals are just acked

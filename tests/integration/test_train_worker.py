@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 
 import grpc
 import pytest
@@ -12,10 +11,8 @@ from tunery.trainer.v1 import trainer_pb2
 from tunery_common.adapters import unpack_adapter
 from tunery_common.bus import Bus
 from tunery_common.grpc_server import start_grpc_server
-from tunery_common.records import JobRecord
 from tunery_dataprep.service import DataPrepService
 from tunery_trainer.control import TrainerControl
-from tunery_trainer.jobref import JobRef
 from tunery_trainer.settings import TrainerSettings
 from tunery_trainer.worker import TrainWorker
 
@@ -74,24 +71,3 @@ async def test_worker_trains_and_publishes_the_adapter(services, tmp_path):
     assert events[:4] == ["created", "validating", "queued", "started"]
     assert "metrics" in events and events[-1] == "succeeded"
     assert [e.what for e in await bus.read_events("model", job.id)] == ["published"]
-
-
-async def test_a_live_lease_keeps_a_redelivered_job_from_running_twice(services, model_cache, tmp_path):
-    bus, _, worker = services
-    job = JobRecord(
-        id="ftjob-lease", org="acme", model="tiny-random-llama", training_file="f", status="queued"
-    )
-    await bus.jobs.create("acme", job.id, job)
-    other = TrainWorker(bus, TrainerSettings(ack_wait_s=30), tmp_path / "other", model_cache)
-
-    claimed = await worker._claim(JobRef("acme", job.id))
-    assert isinstance(claimed, JobRecord) and claimed.status == "running"
-    assert await other._claim(JobRef("acme", job.id)) == "busy"
-
-    # The first worker died: once its lease has run out, the redelivered job is taken over.
-    await bus.jobs.mutate("acme", job.id, lambda r: r.model_copy(update={"lease_until": time.time() - 1}))
-    taken = await other._claim(JobRef("acme", job.id))
-    assert isinstance(taken, JobRecord) and taken.lease_owner == other.worker_id
-
-    await bus.jobs.mutate("acme", job.id, lambda r: r.model_copy(update={"status": "cancelled"}))
-    assert await worker._claim(JobRef("acme", job.id)) is None  # finished jobs are just acked

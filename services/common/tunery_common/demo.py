@@ -44,7 +44,7 @@ class Demo:
         columns = (
             TextColumn("[bold]fine-tuning"),
             BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("step {task.completed:.0f}/{task.fields[steps]}"),
             TextColumn("loss {task.fields[loss]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -52,7 +52,7 @@ class Demo:
         )
         seen: set[str] = set()
         with Progress(*columns, console=self.console) as progress:
-            bar = progress.add_task("train", total=None, loss="-")
+            bar = progress.add_task("train", total=None, loss="-", steps="?")
             while True:
                 job = self.client.fine_tuning.jobs.retrieve(job.id)
                 events = self.client.fine_tuning.jobs.list_events(job.id, limit=50).data
@@ -64,8 +64,9 @@ class Demo:
                         data = dict(event.data)
                         progress.update(
                             bar,
-                            total=data.get("total_steps"),
-                            completed=data.get("step"),
+                            total=data["total_steps"],
+                            completed=data["step"],
+                            steps=data["total_steps"],
                             loss=f"{data['train_loss']:.3f}",
                         )
                     else:

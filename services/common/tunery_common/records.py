@@ -34,32 +34,36 @@ JobStatus = Literal["validating_files", "queued", "running", "succeeded", "faile
 FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 
 
-class JobRecord(BaseModel):
+class LeasedRecord(BaseModel):
+    """A record that workers run from a work queue, one at a time under a lease."""
+
     id: str
     org: str
+    status: str
+    finished_at: int | None = None
+    error: JobError | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class JobRecord(LeasedRecord):
     model: str
     training_file: str
     validation_file: str | None = None
     status: JobStatus = "validating_files"
     fine_tuned_model: str | None = None
     created_at: int = Field(default_factory=now)
-    finished_at: int | None = None
     trained_tokens: int | None = None
     seed: int = 0
     suffix: str | None = None
     metadata: dict[str, str] | None = None
     method: dict[str, Any] = Field(default_factory=dict)
-    error: JobError | None = None
     estimated_finish: int | None = None
     result_files: list[str] = Field(default_factory=list)
-    # Lease held by the worker running the job: never two runs at once.
-    lease_owner: str | None = None
-    lease_until: float | None = None
-    cancel_requested: bool = False
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
 
 
 class ModelRecord(BaseModel):
@@ -106,14 +110,11 @@ class QuickEvalResult(BaseModel):
 QuickEvalStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
-class QuickEvalRecord(BaseModel):
-    id: str
-    org: str
+class QuickEvalRecord(LeasedRecord):
     model: str
     file_id: str
     status: QuickEvalStatus = "queued"
     created_at: int = Field(default_factory=now)
-    finished_at: int | None = None
     n_items: int
     n_done: int = 0
     max_items: int | None = None
@@ -121,14 +122,6 @@ class QuickEvalRecord(BaseModel):
     # Over the items done so far; None before the first one.
     exact_match_rate: float | None = None
     json_valid_rate: float | None = None
-    error: JobError | None = None
-    # Lease held by the worker running the eval, as for training jobs.
-    lease_owner: str | None = None
-    lease_until: float | None = None
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
 
     @property
     def results_object(self) -> str:

@@ -15,7 +15,8 @@ from tunery.common.v1 import common_pb2
 from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 from tunery_common.bus import EVAL_STREAM, EVAL_SUBJECT, Bus, RecordStore, make_event
 from tunery_common.ids import new_id
-from tunery_common.records import JobError, QuickEvalRecord, QuickEvalResult, now
+from tunery_common.leases import Lease
+from tunery_common.records import JobError, QuickEvalRecord, QuickEvalResult
 from tunery_common.workqueue import pull_work
 
 from tunery_evaljudge.graders.basic import exact_match, json_valid
@@ -54,76 +55,50 @@ class QuickEvalWorker:
         ):
             await self.handle(msg, stop)
 
+    def lease(self, org: str, eval_id: str) -> Lease:
+        return Lease(self.bus.evals, org, eval_id, self.worker_id, self.lease_s)
+
     async def handle(self, msg, stop: asyncio.Event) -> None:
-        org, eval_id = RecordStore.split_key(msg.data.decode())
-        record = await self._claim(org, eval_id)
-        if record is None:  # gone or finished
-            await msg.ack()
-            return
-        if record.lease_owner != self.worker_id:  # another worker's lease is alive
+        lease = self.lease(*RecordStore.split_key(msg.data.decode()))
+        # A redelivered eval runs again from its start (greedy decoding gives the same answers).
+        claimed = await lease.claim(reset={"n_done": 0, "exact_match_rate": None, "json_valid_rate": None})
+        if claimed == "busy":  # another worker's lease is alive
             await msg.nak(delay=self.lease_s)
             return
-        heartbeat = asyncio.create_task(self._heartbeat(msg, record))
+        if claimed is None:  # gone or finished
+            await msg.ack()
+            return
+        record: QuickEvalRecord = claimed
+        heartbeat = asyncio.create_task(lease.keep_alive(msg, self.settings.heartbeat_s))
         try:
-            await self._run(record, stop)
+            await self._run(record, lease, stop)
         except Interrupted:
-            await self._release(record)
+            if await lease.release():
+                await self._event(
+                    record, "requeued", "Worker shutting down; quick eval returned to the queue"
+                )
             await msg.nak()
             return
         except EvalFailed as exc:
-            await self._finish_failed(record, exc.error)
+            await self._fail(record, lease, exc.error)
         except Exception as exc:  # noqa: BLE001 - any failure ends the eval with its reason
             log.exception("quick eval %s failed", record.id)
-            await self._finish_failed(
-                record, JobError(code="eval_failed", message=f"{type(exc).__name__}: {exc}")
+            await self._fail(
+                record, lease, JobError(code="eval_failed", message=f"{type(exc).__name__}: {exc}")
             )
         finally:
             heartbeat.cancel()
         # Acknowledged and confirmed: a finished eval is never redelivered.
         await msg.ack_sync()
 
-    async def _claim(self, org: str, eval_id: str) -> QuickEvalRecord | None:
-        """The record leased to this worker and reset to run from the start; or another's live lease."""
-
-        def take(rec: QuickEvalRecord):
-            if rec.is_final:
-                return None
-            if rec.lease_owner not in (None, self.worker_id) and (rec.lease_until or 0) > time.time():
-                return None
-            return rec.model_copy(
-                update={
-                    "status": "running",
-                    "lease_owner": self.worker_id,
-                    "lease_until": time.time() + self.lease_s,
-                    "n_done": 0,
-                    "exact_match_rate": None,
-                    "json_valid_rate": None,
-                }
-            )
-
-        record = await self.bus.evals.mutate(org, eval_id, take)
-        return None if record is None or record.is_final else record
-
-    async def _heartbeat(self, msg, record: QuickEvalRecord) -> None:
-        """Keeps the message and the lease alive while the eval runs."""
-
-        def renew(rec: QuickEvalRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(update={"lease_until": time.time() + self.lease_s})
-
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            try:
-                await msg.in_progress()
-                await self.bus.evals.mutate(record.org, record.id, renew)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
-                log.warning("heartbeat for %s failed: %s", record.id, exc)
+    async def _fail(self, record: QuickEvalRecord, lease: Lease, error: JobError) -> None:
+        if await lease.fail(error):
+            await self._event(record, "failed", error.message, level="error")
 
     async def _event(self, record: QuickEvalRecord, what: str, message: str, **kwargs) -> None:
         await self.bus.publish_event(make_event("eval", record.id, record.org, what, message, **kwargs))
 
-    async def _run(self, record: QuickEvalRecord, stop: asyncio.Event) -> None:
+    async def _run(self, record: QuickEvalRecord, lease: Lease, stop: asyncio.Event) -> None:
         await self._event(record, "started", f"Quick eval started: {record.n_items} examples")
         items = load_items(await self._file_bytes(record), record.max_items).items
         if not items:
@@ -148,7 +123,7 @@ class QuickEvalWorker:
                     lanes.create_task(lane())
         except ExceptionGroup as group:
             raise group.exceptions[0] from None
-        await self._finish_succeeded(record, [r for r in results if r is not None], tally)
+        await self._finish_succeeded(record, lease, [r for r in results if r is not None], tally)
 
     async def _file_bytes(self, record: QuickEvalRecord) -> bytes:
         file = await self.bus.files.get(record.org, record.file_id)
@@ -215,57 +190,21 @@ class QuickEvalWorker:
         )
 
     async def _finish_succeeded(
-        self, record: QuickEvalRecord, results: list[QuickEvalResult], tally: Tally
+        self, record: QuickEvalRecord, lease: Lease, results: list[QuickEvalResult], tally: Tally
     ) -> None:
         await save_results(self.bus, record, results)
-
-        def to_succeeded(rec: QuickEvalRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(
-                update={
-                    "status": "succeeded",
-                    "n_done": tally.n_done,
-                    "exact_match_rate": tally.exact_match_rate,
-                    "json_valid_rate": tally.json_valid_rate,
-                    "finished_at": now(),
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            )
-
-        final = await self.bus.evals.mutate(record.org, record.id, to_succeeded)
-        if final is not None and final.status == "succeeded":
+        final = await lease.finish(
+            {
+                "status": "succeeded",
+                "n_done": tally.n_done,
+                "exact_match_rate": tally.exact_match_rate,
+                "json_valid_rate": tally.json_valid_rate,
+            }
+        )
+        if final is not None:
             await self._event(
                 record,
                 "succeeded",
                 f"Quick eval finished: exact match {tally.exact_match_rate:.1%}, "
                 f"JSON valid {tally.json_valid_rate:.1%} over {tally.n_done} examples",
             )
-
-    async def _release(self, record: QuickEvalRecord) -> None:
-        def back_to_queue(rec: QuickEvalRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(update={"status": "queued", "lease_owner": None, "lease_until": None})
-
-        requeued = await self.bus.evals.mutate(record.org, record.id, back_to_queue)
-        if requeued is not None and requeued.status == "queued":
-            await self._event(record, "requeued", "Worker shutting down; quick eval returned to the queue")
-
-    async def _finish_failed(self, record: QuickEvalRecord, error: JobError) -> None:
-        def to_failed(rec: QuickEvalRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(
-                update={
-                    "status": "failed",
-                    "error": error,
-                    "finished_at": now(),
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            )
-
-        await self.bus.evals.mutate(record.org, record.id, to_failed)
-        await self._event(record, "failed", error.message, level="error")

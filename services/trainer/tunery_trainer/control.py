@@ -170,10 +170,9 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         await self.bus.publish_event(make_event("job", job_id, org, "validating", "Validating training file"))
         try:
             error = await self._validation_error(job)
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            error = JobError(
-                code="validation_unavailable", message=f"could not validate the files: {exc}; retry the job"
-            )
+        except grpc.aio.AioRpcError as exc:
+            message = f"could not validate the files ({exc.code().name}: {exc.details()}); retry the job"
+            error = JobError(code="validation_unavailable", message=message)
         if error:
             await self._fail(org, job_id, error)
             return

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from tunery_common.basemodels import ensure_base_model
-from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, ConflictError, make_event
+from tunery_common.bus import TRAIN_STREAM, TRAIN_SUBJECT, Bus, make_event
 from tunery_common.ids import new_id
-from tunery_common.records import JobError, JobRecord, now
+from tunery_common.leases import Lease
+from tunery_common.records import JobError, JobRecord
 from tunery_common.workqueue import pull_work
 
 from tunery_trainer.data import load_jsonl_examples, tokenize_example
@@ -50,9 +51,12 @@ class TrainWorker:
         async for msg in queue:
             await self.handle(msg, stop)
 
+    def lease(self, ref: JobRef) -> Lease:
+        return Lease(self.bus.jobs, ref.org, ref.id, self.worker_id, self.lease_s)
+
     async def handle(self, msg, stop: asyncio.Event) -> None:
-        ref = JobRef.decode(msg.data)
-        claimed = await self._claim(ref)
+        lease = self.lease(JobRef.decode(msg.data))
+        claimed = await lease.claim()
         if claimed == "busy":
             await msg.nak(delay=self.lease_s)
             return
@@ -61,66 +65,29 @@ class TrainWorker:
             return
         job: JobRecord = claimed
         stop_training = threading.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(msg, job, stop_training))
+        heartbeat = asyncio.create_task(lease.keep_alive(msg, self.settings.heartbeat_s))
         stopper = asyncio.create_task(self._stop_on(stop, stop_training))
         cancel_watch = asyncio.create_task(self._watch_cancel(job, stop_training))
         try:
-            await self._train(job, stop_training)
+            await self._train(job, lease, stop_training)
             await msg.ack()
         except JobCancelled:
             if stop.is_set():  # shutting down: hand the job back to the queue
-                await self._release(job)
+                if await lease.release():
+                    await self._event(job, "requeued", "Worker shutting down; job returned to the queue")
                 await msg.nak()
             else:
                 await msg.ack()
         except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
             log.exception("job %s failed", job.id)
-            await self._finish_failed(
-                job, JobError(code="training_failed", message=f"{type(exc).__name__}: {exc}")
-            )
+            error = JobError(code="training_failed", message=f"{type(exc).__name__}: {exc}")
+            if await lease.fail(error):
+                await self._event(job, "failed", error.message, level="error")
             await msg.ack()
         finally:
             for task in (heartbeat, stopper, cancel_watch):
                 task.cancel()
             shutil.rmtree(self.work_dir / job.id, ignore_errors=True)
-
-    async def _claim(self, ref: JobRef):
-        while True:
-            found = await self.bus.jobs.get_with_revision(ref.org, ref.id)
-            if found is None:
-                return None
-            job, revision = found
-            if job.is_final:
-                return None
-            if job.lease_owner and job.lease_owner != self.worker_id and (job.lease_until or 0) > time.time():
-                return "busy"
-            update = {
-                "lease_owner": self.worker_id,
-                "lease_until": time.time() + self.lease_s,
-                "status": "running",
-            }
-            claimed = job.model_copy(update=update)
-            try:
-                await self.bus.jobs.update(ref.org, ref.id, claimed, revision)
-                return claimed
-            except ConflictError:
-                continue
-
-    async def _heartbeat(self, msg, job: JobRecord, stop_training: threading.Event) -> None:
-        """Keeps the message and the lease alive while the job trains."""
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            try:
-                await msg.in_progress()
-
-                def renew(rec: JobRecord):
-                    if rec.is_final:
-                        return None
-                    return rec.model_copy(update={"lease_until": time.time() + self.lease_s})
-
-                await self.bus.jobs.mutate(job.org, job.id, renew)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
-                log.warning("heartbeat for %s failed: %s", job.id, exc)
 
     async def _watch_cancel(self, job: JobRecord, stop_training: threading.Event) -> None:
         """A KV watch on the job record: a cancel stops training at the next step."""
@@ -144,7 +111,7 @@ class TrainWorker:
     async def _event(self, job: JobRecord, what: str, message: str, **kwargs) -> None:
         await self.bus.publish_event(make_event("job", job.id, job.org, what, message, **kwargs))
 
-    async def _train(self, job: JobRecord, stop_training: threading.Event) -> None:
+    async def _train(self, job: JobRecord, lease: Lease, stop_training: threading.Event) -> None:
         await self._event(job, "started", "Fine-tuning job started")
         loop = asyncio.get_running_loop()
         train_bytes = await self._file_bytes(job, job.training_file)
@@ -186,22 +153,10 @@ class TrainWorker:
             raise JobCancelled(job.id)
         model = await publish_adapter(self.bus, job, result.adapter_dir)
 
-        def to_succeeded(rec: JobRecord):
-            if rec.status == "cancelled":
-                return None
-            return rec.model_copy(
-                update={
-                    "status": "succeeded",
-                    "fine_tuned_model": model.id,
-                    "trained_tokens": result.trained_tokens,
-                    "finished_at": now(),
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            )
-
-        final = await self.bus.jobs.mutate(job.org, job.id, to_succeeded)
-        if final is not None and final.status == "succeeded":
+        final = await lease.finish(
+            {"status": "succeeded", "fine_tuned_model": model.id, "trained_tokens": result.trained_tokens}
+        )
+        if final is not None:
             await self._event(job, "succeeded", f"The job has successfully completed: {model.id}")
 
     def _tokenize(self, model_dir: Path, train_rows: list[dict], valid_rows: list[dict], max_seq_len: int):
@@ -251,29 +206,3 @@ class TrainWorker:
                 job.id,
                 lambda rec: rec.model_copy(update={"estimated_finish": int(time.time() + eta)}),
             )
-
-    async def _release(self, job: JobRecord) -> None:
-        def back_to_queue(rec: JobRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(update={"status": "queued", "lease_owner": None, "lease_until": None})
-
-        await self.bus.jobs.mutate(job.org, job.id, back_to_queue)
-        await self._event(job, "requeued", "Worker shutting down; job returned to the queue")
-
-    async def _finish_failed(self, job: JobRecord, error: JobError) -> None:
-        def to_failed(rec: JobRecord):
-            if rec.is_final:
-                return None
-            return rec.model_copy(
-                update={
-                    "status": "failed",
-                    "error": error,
-                    "finished_at": now(),
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            )
-
-        await self.bus.jobs.mutate(job.org, job.id, to_failed)
-        await self._event(job, "failed", error.message, level="error")
