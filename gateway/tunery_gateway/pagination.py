@@ -6,6 +6,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 from tunery.common.v1 import common_pb2
+from tunery_common.grpc_errors import ServiceError
+from tunery_common.pagination import paginate as paginate_items
 
 from tunery_gateway.errors import raise_openai_error
 
@@ -35,11 +37,7 @@ def page_query(default: int, maximum: int) -> Callable[..., Page]:
 
 def paginate(items: Sequence[T], page: Page, id_of: Callable[[T], str]) -> tuple[list[T], bool]:
     """The page of `items` (already in list order) after `page.after`, and whether more follow."""
-    start = 0
-    if page.after is not None:
-        ids = [id_of(item) for item in items]
-        if page.after not in ids:
-            raise_openai_error(400, f"No item with id '{page.after}' to list after.", param="after")
-        start = ids.index(page.after) + 1
-    end = start + page.limit
-    return list(items[start:end]), end < len(items)
+    try:
+        return paginate_items(items, page.after or "", page.limit, id_of)
+    except ServiceError as exc:
+        raise_openai_error(400, exc.message, param=exc.param)

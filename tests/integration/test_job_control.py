@@ -120,3 +120,11 @@ async def test_dataprep_reports_tokens(stack):
     )
     assert report.n_examples == 12 and report.n_errors == 0
     assert report.total_tokens > report.assistant_tokens > 0
+
+
+async def test_an_unknown_cursor_is_an_error_naming_after(stack):
+    _, trainer, _ = stack
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await trainer.ListJobs(trainer_pb2.ListJobsRequest(org="acme", page={"after": "ftjob-gone", "limit": 5}))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(info.value.trailing_metadata())["param"] == "after"
