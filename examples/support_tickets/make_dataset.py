@@ -12,9 +12,9 @@ import random
 from pathlib import Path
 
 CATEGORIES = ["billing", "technical", "account", "shipping", "refund", "feedback"]
-SYSTEM = (
-    "You route customer support tickets. Reply with JSON only, exactly "
-    '{"category": "<category>"} where <category> is one of: ' + ", ".join(CATEGORIES) + "."
+# Short on purpose: every token of it is trained and billed in every example.
+SYSTEM = 'Route the support ticket. Reply with JSON only: {"category": "<category>"}, one of: ' + ", ".join(
+    CATEGORIES
 )
 
 PRODUCTS = [
