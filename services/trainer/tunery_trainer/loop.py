@@ -196,17 +196,21 @@ def _collate(examples: list[TokenizedExample], pad_id: int, device: torch.device
 
 
 def _loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-    """Summed next-token cross-entropy over label tokens, correct argmax predictions, label count."""
-    logits = model(
+    """Summed next-token cross-entropy over label tokens, correct argmax predictions, label count.
+
+    The output layer runs only at positions that carry a label: most positions are prompt, and
+    vocabulary-sized logits for all of them would dominate the step's time and memory.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.get_decoder()(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
-    logits = logits[:, :-1].float()  # position t predicts token t+1; fp32 for a stable loss in bf16
-    targets = batch["labels"][:, 1:]
-    loss_sum = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1
     mask = targets != IGNORE_INDEX
-    correct = int(((logits.argmax(dim=-1) == targets) & mask).sum())
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][mask]).float()  # fp32: stable loss in bf16
+    wanted = targets[mask]
+    loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
+    correct = int((logits.argmax(dim=-1) == wanted).sum())
     return loss_sum, correct, int(mask.sum())
 
 
