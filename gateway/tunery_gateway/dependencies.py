@@ -6,6 +6,7 @@ Async on purpose: FastAPI runs plain `def` dependencies in a thread pool.
 from typing import Annotated
 
 from fastapi import Depends, Request
+from tunery.dataprep.v1 import dataprep_pb2_grpc
 from tunery.evaljudge.v1 import evaljudge_pb2_grpc
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2_grpc
@@ -33,6 +34,11 @@ async def get_evaljudge(request: Request) -> evaljudge_pb2_grpc.EvalJudgeStub:
     return request.app.state.evaljudge
 
 
+async def get_dataprep(request: Request) -> dataprep_pb2_grpc.DataPrepStub:
+    request.state.service = "data-prep"
+    return request.app.state.dataprep
+
+
 async def get_inference(request: Request) -> inference_pb2_grpc.InferenceStub:
     request.state.service = "inference"
     return request.app.state.inference
@@ -43,3 +49,4 @@ BusDep = Annotated[Bus, Depends(get_bus)]
 TrainerDep = Annotated[trainer_pb2_grpc.TrainerStub, Depends(get_trainer)]
 EvalJudgeDep = Annotated[evaljudge_pb2_grpc.EvalJudgeStub, Depends(get_evaljudge)]
 InferenceDep = Annotated[inference_pb2_grpc.InferenceStub, Depends(get_inference)]
+DataPrepDep = Annotated[dataprep_pb2_grpc.DataPrepStub, Depends(get_dataprep)]

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
+from tunery.dataprep.v1 import dataprep_pb2_grpc
 from tunery.evaljudge.v1 import evaljudge_pb2_grpc
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2_grpc
@@ -18,7 +19,7 @@ from tunery_common.logs import setup_logging
 
 from tunery_gateway.errors import install_error_handlers
 from tunery_gateway.limits import RequestSizeLimit
-from tunery_gateway.routers import chat, files, fine_tuning, health, models, quick_evals
+from tunery_gateway.routers import chat, cost, datasets, files, fine_tuning, health, models, quick_evals
 from tunery_gateway.settings import GatewaySettings
 
 log = logging.getLogger("tunery_gateway")  # not __main__ under `python -m`
@@ -47,6 +48,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             app.state.trainer = trainer_pb2_grpc.TrainerStub(trainer)
             app.state.evaljudge = evaljudge_pb2_grpc.EvalJudgeStub(evaljudge)
             app.state.inference = inference_pb2_grpc.InferenceStub(inference)
+            dataprep = grpc.aio.insecure_channel(settings.dataprep_addr, options=_CHANNEL_OPTIONS)
+            stack.push_async_callback(dataprep.close)
+            app.state.dataprep = dataprep_pb2_grpc.DataPrepStub(dataprep)
             log.info("gateway ready", extra={"fields": {"nats": settings.nats_url}})
             yield
 
@@ -60,7 +64,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.include_router(health.router)
-    for router in (files.router, fine_tuning.router, quick_evals.router, models.router, chat.router):
+    for router in (
+        files.router,
+        fine_tuning.router,
+        quick_evals.router,
+        models.router,
+        chat.router,
+        datasets.router,
+        cost.router,
+    ):
         app.include_router(router, prefix="/v1")
     return app
 

@@ -10,9 +10,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tunery_common.cli_data import data_app
+
 app = typer.Typer(
     help="Tunery: fine-tune open LLMs and serve them behind an OpenAI-compatible API.", no_args_is_help=True
 )
+app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 
@@ -146,7 +149,7 @@ def demo(
     train: Path = typer.Option(Path("examples/support_tickets/train.jsonl"), exists=True, dir_okay=False),
     heldout: Path = typer.Option(Path("examples/support_tickets/heldout.jsonl"), exists=True, dir_okay=False),
     model: str = typer.Option("smollm2-135m-instruct", help="Base model to fine-tune."),
-    n_epochs: int = typer.Option(2, min=1),
+    n_epochs: int = typer.Option(1, min=1),
     batch_size: int = typer.Option(8, min=1),
     learning_rate_multiplier: float = typer.Option(5.0, min=0.01),
 ) -> None:

@@ -8,17 +8,19 @@ from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
 
 from tunery_dataprep.service import DataPrepService
+from tunery_dataprep.settings import DataPrepSettings
 
 
 def main() -> None:
-    settings = CommonSettings()
+    common = CommonSettings()
+    settings = DataPrepSettings()
 
     async def setup(bus: Bus, stack: AsyncExitStack):
-        service = DataPrepService(bus, settings.model_cache)
+        service = DataPrepService(bus, settings.model_cache, settings)
         name = dataprep_pb2.DESCRIPTOR.services_by_name["DataPrep"].full_name
         return [(dataprep_pb2_grpc.add_DataPrepServicer_to_server, service, name)]
 
-    service_main("data-prep", settings, grpc_port(settings.dataprep_addr), setup)
+    service_main("data-prep", common, grpc_port(common.dataprep_addr), setup)
 
 
 if __name__ == "__main__":

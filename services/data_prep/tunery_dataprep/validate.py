@@ -1,183 +1,213 @@
-"""Validation of chat fine-tuning JSONL: one error per problem, each with its line and JSON path.
+"""Validation of one JSONL line (chat or preference format): each error has its line and JSON path.
 
-Error codes follow the OpenAI cookbook's data-prep checks (`data_type`, `missing_messages_list`,
-`message_missing_key`, `message_unrecognized_key`, `unrecognized_role`, `missing_content`,
-`example_missing_assistant_message`) plus our own (`invalid_json`, `empty_file`, ...).
+Three layers, each the only place for its errors:
+- `cookbook.py` runs the OpenAI cookbook's checks on the raw JSON, so that the counts of
+  `data_type`, `missing_messages_list`, `message_missing_key`, ... equal the cookbook's;
+- the pydantic models (schema.py) catch the rest (weight, tool calls, types), mapped here to our
+  own codes; what the cookbook layer already reported for a message is not reported twice;
+- semantic checks on a valid example: tool-call arguments, tool_call_id, the preference outputs.
+The schema also refuses everything the cookbook flags, so a chat line it accepts (most lines)
+needs no cookbook pass: that pass only runs to explain a rejected line.
 """
 
 import json
 from dataclasses import dataclass, field
 
+import orjson
 from pydantic import ValidationError
 
-from tunery_dataprep.schema import AssistantMessage, ChatExample
+from tunery_dataprep.cookbook import MessageFlags, cookbook_errors, is_preference
+from tunery_dataprep.errors import LineError, json_path
+from tunery_dataprep.schema import CHAT, MESSAGE_KEYS, PREFERENCE, ROLES
 
-MAX_REPORTED_ERRORS = 100
+# Lists of messages in either format: a role tag pydantic adds after their index is no path part.
+_MESSAGE_LISTS = ("messages", "preferred_output", "non_preferred_output")
+_BRANCHES = ("str", "constrained-str")  # the union branches pydantic names in locations
 
 
-@dataclass
-class LineError:
+@dataclass(slots=True)
+class ParsedLine:
     line: int
-    code: str
-    message: str
-    path: str = ""
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.path + ': ' if self.path else ''}{self.message}"
-
-
-@dataclass
-class ParsedFile:
-    examples: list[ChatExample] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)  # source line of each example
+    example: dict | None  # the validated example; None when the line has errors
     errors: list[LineError] = field(default_factory=list)
 
 
-ROLE_TAGS = {"system", "developer", "user", "assistant", "tool", "function"}
+class LineParser:
+    """Parses the lines of one file; the first JSON object decides its format."""
+
+    def __init__(self) -> None:
+        self.format: str | None = None  # "chat" | "preference"
+
+    def parse(self, raw: bytes, line: int) -> ParsedLine | None:
+        """The example on this line and its errors; None for a blank line."""
+        try:
+            obj = orjson.loads(raw)  # the usual case, 2-3x faster than json; anything odd goes below
+        except orjson.JSONDecodeError:
+            if not raw.strip():
+                return None
+            obj = _standard_json(raw, line)
+            if isinstance(obj, ParsedLine):
+                return obj
+        if self.format is None and isinstance(obj, dict):
+            self.format = "preference" if is_preference(obj) else "chat"
+        return parse_object(obj, line, self.format or "chat")
+
+
+def _standard_json(raw: bytes, line: int) -> object:
+    """The line's JSON as the standard library reads it (NaN, huge numbers, a BOM on line 1), or
+    the ParsedLine of its encoding or syntax error."""
+    try:
+        text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+        return ParsedLine(line, None, [LineError(line, "invalid_encoding", why)])
+    text = text.rstrip("\r\n")  # a broken line then reads "unterminated string", not "control character"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        why = "invalid JSON: nested too deep"
+    return ParsedLine(line, None, [LineError(line, "invalid_json", why)])
+
+
+def parse_object(obj: object, line: int, fmt: str) -> ParsedLine:
+    if fmt == "chat":
+        # The schema refuses whatever the cookbook flags (a property test holds it to that), so
+        # an example it accepts skips the cookbook pass: most lines of most files.
+        try:
+            example = CHAT.validate_python(obj)
+        except (ValidationError, RecursionError):
+            pass
+        else:
+            errors = _semantic_errors(line, example, fmt)
+            return ParsedLine(line, None if errors else example, errors)
+    errors, flags = cookbook_errors(obj, line, fmt)
+    if errors and flags.stop:
+        return ParsedLine(line, None, errors)
+    try:
+        example = (PREFERENCE if fmt == "preference" else CHAT).validate_python(obj)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(line, exc, flags))
+        if not errors:  # never reject a line without saying why
+            first = exc.errors(include_url=False)[0]
+            loc = _clean_loc(tuple(first["loc"]))
+            errors.append(LineError(line, _code_for(first, loc), first["msg"], json_path(loc)))
+        return ParsedLine(line, None, errors)
+    except RecursionError:
+        errors.append(LineError(line, "invalid_value", "the example is nested too deep"))
+        return ParsedLine(line, None, errors)
+    errors.extend(_semantic_errors(line, example, fmt))
+    return ParsedLine(line, None if errors else example, errors)
 
 
 def _clean_loc(loc: tuple) -> tuple:
     """Drops pydantic's union markers: the role tag after a message index, `str` / `list[...]` branches."""
-    out = []
-    for i, part in enumerate(loc):
-        if i == 2 and loc[0] == "messages" and part in ROLE_TAGS:
+    out: list = []
+    for part in loc:
+        if part in ROLES and len(out) >= 2 and isinstance(out[-1], int) and out[-2] in _MESSAGE_LISTS:
             continue
-        if isinstance(part, str) and (part == "str" or part.startswith(("list[", "function-", "literal["))):
+        if isinstance(part, str) and (
+            part in _BRANCHES or part.startswith(("list[", "dict[", "function-", "literal["))
+        ):
             continue
         out.append(part)
     return tuple(out)
 
 
-def _path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _split_at_message(loc: tuple) -> tuple[str | None, tuple]:
+    """(path of the message an error lies in, e.g. `input.messages[2]`, the location inside it)."""
+    for i, part in enumerate(loc[:-1]):
+        if part in _MESSAGE_LISTS and isinstance(loc[i + 1], int):
+            return json_path(loc[: i + 2]), loc[i + 2 :]
+    return None, loc
 
 
-def _code_for(err: dict) -> str:
-    loc, kind = err["loc"], err["type"]
-    in_message = len(loc) >= 2 and loc[0] == "messages" and isinstance(loc[1], int)
-    if not in_message:
-        return "missing_messages_list" if loc[:1] == ("messages",) else "data_type"
-    if kind == "union_tag_invalid":
-        return "unrecognized_role"
-    if kind == "union_tag_not_found":
-        return "message_missing_key"
-    if kind == "extra_forbidden":
-        return "message_unrecognized_key"
-    if kind == "missing":
-        return "missing_content" if loc[-1] == "content" else "message_missing_key"
-    if loc[-1] == "weight" or "weight" in loc:
+def _covered(err: dict, loc: tuple, flags: MessageFlags) -> bool:
+    """True when the cookbook layer already reported this problem of the message."""
+    if err["type"] == "cookbook":  # the schema's own copy of a cookbook rule
+        return True
+    message, inside = _split_at_message(loc)
+    if message is None:
+        return False
+    codes = flags.by_message.get(message, ())
+    if "data_type" in codes or err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return True
+    if err["type"] == "extra_forbidden" and loc[-1] not in MESSAGE_KEYS:
+        return True  # message_unrecognized_key
+    return inside[:1] == ("content",) and "missing_content" in codes
+
+
+def _code_for(err: dict, loc: tuple) -> str:
+    if "weight" in loc:
         return "invalid_weight"
-    if "tool_calls" in loc or "function_call" in loc:
+    if any(key in loc for key in ("tool_calls", "function_call", "tool_call_id")):
         return "invalid_tool_call"
     return "invalid_value"
 
 
-def _pydantic_errors(line: int, exc: ValidationError) -> list[LineError]:
-    errors = []
+def _pydantic_errors(line: int, exc: ValidationError, flags: MessageFlags) -> list[LineError]:
+    found: dict[str, LineError] = {}  # by path: union branches failing at one place say it once
     for err in exc.errors(include_url=False):
         loc = _clean_loc(tuple(err["loc"]))
-        err = {**err, "loc": loc}
-        code = _code_for(err)
-        if code == "unrecognized_role":
-            message = (
-                f"unrecognized role {err['input'].get('role')!r}"
-                if isinstance(err["input"], dict)
-                else err["msg"]
+        if _covered(err, loc, flags):
+            continue
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = f"{loc[-1]!r} is not allowed here" + (
+                " (only assistant messages carry a weight)" if loc[-1] == "weight" else ""
             )
-        elif code == "message_missing_key" and err["type"] == "union_tag_not_found":
-            message = "message has no 'role'"
-        elif code == "message_unrecognized_key":
-            message = f"unrecognized key {loc[-1]!r}"
-        else:
-            message = err["msg"]
-        errors.append(LineError(line, code, message, _path(loc)))
-    return errors
+        path = json_path(loc)
+        found.setdefault(path, LineError(line, _code_for(err, loc), message, path))
+    # The deepest failure is the most precise: `content[0].type`, not "content should be a string".
+    paths = list(found)
+    return [
+        e for p, e in found.items() if not any(q != p and q.startswith((p + ".", p + "[")) for q in paths)
+    ]
 
 
-def _semantic_errors(line: int, example: ChatExample) -> list[LineError]:
-    errors = []
-    if not any(isinstance(m, AssistantMessage) for m in example.messages):
-        errors.append(
-            LineError(
-                line, "example_missing_assistant_message", "example has no assistant message", "messages"
-            )
-        )
-    call_ids = set()
-    for i, msg in enumerate(example.messages):
-        if isinstance(msg, AssistantMessage):
-            if msg.content is None and not msg.tool_calls and not msg.function_call:
+def _semantic_errors(line: int, example: dict, fmt: str) -> list[LineError]:
+    if fmt == "preference":
+        errors = _tool_errors(line, example["input"]["messages"], "input.messages")
+        for key in ("preferred_output", "non_preferred_output"):
+            output = example[key]
+            if len(output) != 1 or output[0]["role"] != "assistant":
                 errors.append(
-                    LineError(line, "missing_content", "assistant message has no content", f"messages[{i}]")
+                    LineError(
+                        line, "invalid_preference_output", "must hold exactly one assistant message", key
+                    )
                 )
-            for j, call in enumerate(msg.tool_calls or []):
-                call_ids.add(call.id)
+        return errors
+    return _tool_errors(line, example["messages"], "messages")
+
+
+def _tool_errors(line: int, messages: list[dict], path: str) -> list[LineError]:
+    """Tool calls with JSON arguments, and tool results that answer an earlier call."""
+    errors = []
+    call_ids: set[str] = set()
+    for i, msg in enumerate(messages):
+        calls = msg.get("tool_calls")
+        if calls:
+            for j, call in enumerate(calls):
+                call_ids.add(call["id"])
                 try:
-                    json.loads(call.function.arguments)
-                except ValueError:
+                    json.loads(call["function"]["arguments"])
+                except (ValueError, RecursionError):
                     errors.append(
                         LineError(
                             line,
                             "invalid_tool_call",
                             "function arguments are not valid JSON",
-                            f"messages[{i}].tool_calls[{j}].function.arguments",
+                            f"{path}[{i}].tool_calls[{j}].function.arguments",
                         )
                     )
-        elif msg.role == "tool" and msg.tool_call_id not in call_ids:
+        elif msg["role"] == "tool" and msg["tool_call_id"] not in call_ids:
             errors.append(
                 LineError(
                     line,
                     "unknown_tool_call_id",
-                    f"tool_call_id {msg.tool_call_id!r} matches no earlier tool call",
-                    f"messages[{i}].tool_call_id",
+                    f"tool_call_id {msg['tool_call_id']!r} matches no earlier tool call",
+                    f"{path}[{i}].tool_call_id",
                 )
             )
     return errors
-
-
-def parse_chat_jsonl(data: bytes) -> ParsedFile:
-    """Parses every line; valid examples and all errors (with line numbers) come back together."""
-    parsed = ParsedFile()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        parsed.errors.append(
-            LineError(0, "invalid_encoding", f"file is not UTF-8 ({exc.reason} at byte {exc.start})")
-        )
-        return parsed
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            parsed.errors.append(
-                LineError(line_no, "invalid_json", f"invalid JSON: {exc.msg} (column {exc.colno})")
-            )
-            continue
-        if not isinstance(obj, dict):
-            parsed.errors.append(
-                LineError(line_no, "data_type", f"expected a JSON object, got {type(obj).__name__}")
-            )
-            continue
-        if "messages" not in obj:
-            parsed.errors.append(
-                LineError(line_no, "missing_messages_list", "no 'messages' list", "messages")
-            )
-            continue
-        try:
-            example = ChatExample.model_validate(obj)
-        except ValidationError as exc:
-            parsed.errors.extend(_pydantic_errors(line_no, exc))
-            continue
-        semantic = _semantic_errors(line_no, example)
-        parsed.errors.extend(semantic)
-        if not semantic:
-            parsed.examples.append(example)
-            parsed.lines.append(line_no)
-    if not parsed.examples and not parsed.errors:
-        parsed.errors.append(LineError(0, "empty_file", "file holds no examples"))
-    return parsed

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from tunery_common.training_rules import DEFAULT_MAX_SEQ_LEN, auto_n_epochs
 
 BASE_LEARNING_RATE = 2e-4  # a common LoRA learning rate; `learning_rate_multiplier` scales it
 
@@ -21,7 +22,7 @@ class Hyperparameters(BaseModel):
     lora_r: int = Field(default=16, ge=1, le=256)
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    max_seq_len: int = Field(default=1024, ge=16, le=32768)
+    max_seq_len: int = Field(default=DEFAULT_MAX_SEQ_LEN, ge=16, le=32768)
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
     eval_every_steps: Annotated[int, Field(ge=1)] | Auto = "auto"
 
@@ -42,8 +43,8 @@ class ResolvedHyperparameters:
 def resolve(h: Hyperparameters, n_train_examples: int) -> ResolvedHyperparameters:
     """Replace every "auto" with a number for a training set of `n_train_examples`.
 
-    - n_epochs: OpenAI's rule, 3 epochs, but at least ~100 examples seen in total
-      (n·3 < 100 → min(25, ⌈100/n⌉)) and at most ~25,000 (n·3 > 25,000 → max(1, ⌊25,000/n⌋)).
+    - n_epochs: OpenAI's rule (`tunery_common.training_rules.auto_n_epochs`), 3 epochs, but at
+      least ~100 examples seen in total and at most ~25,000.
     - batch_size: ⌊n/32⌋ clamped to 1..8: small sets keep about 32 optimizer steps per epoch, and
       8 sequences of up to max_seq_len bound activation memory on one GPU or a CPU.
     - learning_rate: BASE_LEARNING_RATE (2e-4) × learning_rate_multiplier ("auto" = 1.0).
@@ -52,14 +53,7 @@ def resolve(h: Hyperparameters, n_train_examples: int) -> ResolvedHyperparameter
     if n_train_examples < 1:
         raise ValueError("no training examples")
     n = n_train_examples
-    if h.n_epochs != "auto":
-        n_epochs = h.n_epochs
-    elif n * 3 < 100:
-        n_epochs = min(25, math.ceil(100 / n))
-    elif n * 3 > 25_000:
-        n_epochs = max(1, 25_000 // n)
-    else:
-        n_epochs = 3
+    n_epochs = h.n_epochs if h.n_epochs != "auto" else auto_n_epochs(n)
     batch_size = h.batch_size if h.batch_size != "auto" else min(8, max(1, n // 32))
     multiplier = h.learning_rate_multiplier if h.learning_rate_multiplier != "auto" else 1.0
     total_steps = n_epochs * math.ceil(n / batch_size)

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ValidateFileRequest(_message.Message):
-    __slots__ = ("org", "file_id", "model")
+    __slots__ = ("org", "file_id", "model", "training")
     ORG_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     org: str
     file_id: str
     model: str
-    def __init__(self, org: _Optional[str] = ..., file_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    training: bool
+    def __init__(self, org: _Optional[str] = ..., file_id: _Optional[str] = ..., model: _Optional[str] = ..., training: _Optional[bool] = ...) -> None: ...
 
 class ValidationError(_message.Message):
     __slots__ = ("line", "code", "message", "path")
@@ -41,3 +43,69 @@ class ValidationReport(_message.Message):
     total_tokens: int
     assistant_tokens: int
     def __init__(self, n_examples: _Optional[int] = ..., n_errors: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ValidationError, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., assistant_tokens: _Optional[int] = ...) -> None: ...
+
+class ValidateDatasetRequest(_message.Message):
+    __slots__ = ("org", "file_id", "validation_file_id", "model", "task")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    file_id: str
+    validation_file_id: str
+    model: str
+    task: str
+    def __init__(self, org: _Optional[str] = ..., file_id: _Optional[str] = ..., validation_file_id: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+
+class DatasetReport(_message.Message):
+    __slots__ = ("json", "n_examples", "n_errors", "total_tokens", "billing_tokens", "n_epochs", "estimated_trained_tokens", "n_warnings")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    N_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    N_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BILLING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TRAINED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    N_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    n_examples: int
+    n_errors: int
+    total_tokens: int
+    billing_tokens: int
+    n_epochs: int
+    estimated_trained_tokens: int
+    n_warnings: int
+    def __init__(self, json: _Optional[str] = ..., n_examples: _Optional[int] = ..., n_errors: _Optional[int] = ..., total_tokens: _Optional[int] = ..., billing_tokens: _Optional[int] = ..., n_epochs: _Optional[int] = ..., estimated_trained_tokens: _Optional[int] = ..., n_warnings: _Optional[int] = ...) -> None: ...
+
+class EstimateCostRequest(_message.Message):
+    __slots__ = ("org", "file_id", "n_examples", "tokens_per_example", "model", "n_epochs", "requests_per_day", "input_tokens_per_request", "output_tokens_per_request")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    N_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    file_id: str
+    n_examples: int
+    tokens_per_example: int
+    model: str
+    n_epochs: int
+    requests_per_day: int
+    input_tokens_per_request: int
+    output_tokens_per_request: int
+    def __init__(self, org: _Optional[str] = ..., file_id: _Optional[str] = ..., n_examples: _Optional[int] = ..., tokens_per_example: _Optional[int] = ..., model: _Optional[str] = ..., n_epochs: _Optional[int] = ..., requests_per_day: _Optional[int] = ..., input_tokens_per_request: _Optional[int] = ..., output_tokens_per_request: _Optional[int] = ...) -> None: ...
+
+class CostEstimate(_message.Message):
+    __slots__ = ("json", "trained_tokens", "n_epochs")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    trained_tokens: int
+    n_epochs: int
+    def __init__(self, json: _Optional[str] = ..., trained_tokens: _Optional[int] = ..., n_epochs: _Optional[int] = ...) -> None: ...

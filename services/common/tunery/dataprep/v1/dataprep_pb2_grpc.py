@@ -39,13 +39,39 @@ class DataPrepStub:
                 request_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateFileRequest.SerializeToString,
                 response_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidationReport.FromString,
                 _registered_method=True)
+        self.ValidateDataset = channel.unary_unary(
+                '/tunery.dataprep.v1.DataPrep/ValidateDataset',
+                request_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateDatasetRequest.SerializeToString,
+                response_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.DatasetReport.FromString,
+                _registered_method=True)
+        self.EstimateCost = channel.unary_unary(
+                '/tunery.dataprep.v1.DataPrep/EstimateCost',
+                request_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.EstimateCostRequest.SerializeToString,
+                response_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.CostEstimate.FromString,
+                _registered_method=True)
 
 
 class DataPrepServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ValidateFile(self, request, context):
-        """Validates an uploaded file (from the object store) as chat fine-tuning JSONL.
+        """Validates an uploaded file (from the object store) as chat or preference fine-tuning JSONL:
+        format errors and token counts, what job creation needs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateDataset(self, request, context):
+        """The full dataset report of a training file (and its validation file): format errors, tokens,
+        the auto epoch count, cost estimates, quality warnings and recommendations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateCost(self, request, context):
+        """Training cost per backend (and monthly inference cost) of a file or of a size in numbers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,6 +84,16 @@ def add_DataPrepServicer_to_server(servicer, server):
                     servicer.ValidateFile,
                     request_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateFileRequest.FromString,
                     response_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidationReport.SerializeToString,
+            ),
+            'ValidateDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateDataset,
+                    request_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateDatasetRequest.FromString,
+                    response_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.DatasetReport.SerializeToString,
+            ),
+            'EstimateCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateCost,
+                    request_deserializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.EstimateCostRequest.FromString,
+                    response_serializer=tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.CostEstimate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +123,60 @@ class DataPrep:
             '/tunery.dataprep.v1.DataPrep/ValidateFile',
             tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateFileRequest.SerializeToString,
             tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidationReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.dataprep.v1.DataPrep/ValidateDataset',
+            tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.ValidateDatasetRequest.SerializeToString,
+            tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.DatasetReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.dataprep.v1.DataPrep/EstimateCost',
+            tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.EstimateCostRequest.SerializeToString,
+            tunery_dot_dataprep_dot_v1_dot_dataprep__pb2.CostEstimate.FromString,
             options,
             channel_credentials,
             insecure,
