@@ -22,7 +22,8 @@ async def wait_record(store: RecordStore, org: str, record_id: str, statuses: se
     """Waits on the record's KV watch (no polling sleeps) until its status is one of `statuses`."""
     watcher = await store.kv.watch(store.key(org, record_id))
     try:
-        async with asyncio.timeout(60):
+        # A deadline against hangs, not a timing check: a loaded CI machine may take minutes.
+        async with asyncio.timeout(600):
             async for entry in watcher:
                 if entry is not None and entry.value:
                     record = json.loads(entry.value)

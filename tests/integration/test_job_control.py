@@ -125,6 +125,8 @@ async def test_dataprep_reports_tokens(stack):
 async def test_an_unknown_cursor_is_an_error_naming_after(stack):
     _, trainer, _ = stack
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await trainer.ListJobs(trainer_pb2.ListJobsRequest(org="acme", page={"after": "ftjob-gone", "limit": 5}))
+        await trainer.ListJobs(
+            trainer_pb2.ListJobsRequest(org="acme", page={"after": "ftjob-gone", "limit": 5})
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(info.value.trailing_metadata())["param"] == "after"

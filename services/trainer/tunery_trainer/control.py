@@ -196,7 +196,9 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         ):
             if not file_id:
                 continue
-            request = dataprep_pb2.ValidateFileRequest(org=job.org, file_id=file_id, model=job.model)
+            request = dataprep_pb2.ValidateFileRequest(
+                org=job.org, file_id=file_id, model=job.model, training=param == "training_file"
+            )
             while True:
                 try:
                     report = await self.dataprep.ValidateFile(
