@@ -181,7 +181,7 @@ def build_report(
     warnings, advice = [], []
     if train_scan.sketches:
         ctx = CheckContext(
-            task=task or detect_task(train_scan.sketches),
+            task=task,  # None: the checks detect the task and the advice says what they assumed
             n_epochs=n_epochs,
             training_usd_per_token=prices.training.get(settings.reference_backend, 0.0) / 1_000_000,
             context_length=kept_tokens(model),
@@ -191,8 +191,10 @@ def build_report(
             WarningItem(code=w.code, severity=w.severity, message=w.message, lines=w.lines, details=w.details)
             for w in found
         ]
-        advice = recommendations(train_scan.sketches, found, ctx)
-        task = ctx.task
+        advice = recommendations(
+            train_scan.sketches, found, ctx, valid=valid_scan.sketches if valid_scan else None
+        )
+        task = task or detect_task(train_scan.sketches)
     return Report(
         **train_report.model_dump(),
         model=model,
