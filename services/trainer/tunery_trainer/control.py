@@ -177,16 +177,23 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
             await self._fail(org, job_id, error)
             return
 
-        def to_queued(rec: JobRecord):
-            return rec.model_copy(update={"status": "queued"}) if rec.status == "validating_files" else None
-
-        updated = await self.bus.jobs.mutate(org, job_id, to_queued)
-        if updated is None or updated.status != "queued":
+        # Enqueue first, then say so: a crash in between leaves the job in validating_files, which
+        # a restart validates and enqueues again (a duplicate message finds the lease or a final job).
+        current = await self.bus.jobs.get(org, job_id)
+        if current is None or current.status != "validating_files":
             return  # cancelled meanwhile
         await self.bus.js.publish(
             TRAIN_SUBJECT, JobRef(org, job_id).encode(), headers={"Nats-Msg-Id": job_id}
         )
-        await self.bus.publish_event(make_event("job", job_id, org, "queued", "Files validated; job queued"))
+
+        def to_queued(rec: JobRecord):
+            return rec.model_copy(update={"status": "queued"}) if rec.status == "validating_files" else None
+
+        updated = await self.bus.jobs.mutate(org, job_id, to_queued)
+        if updated is not None and updated.status == "queued":
+            await self.bus.publish_event(
+                make_event("job", job_id, org, "queued", "Files validated; job queued")
+            )
 
     async def _validation_error(self, job: JobRecord) -> JobError | None:
         deadline = time.monotonic() + self.validation_timeout_s
