@@ -46,3 +46,11 @@ def error_fields(exc: grpc.aio.AioRpcError) -> dict[str, str | None]:
     """`param` and `code` a service attached to a failed call."""
     trailing = dict(exc.trailing_metadata() or ())
     return {"param": trailing.get("param"), "code": trailing.get("code")}
+
+
+async def answer_or_abort(context: grpc.aio.ServicerContext, handler, request):
+    """Runs a unary handler; a ServiceError it raises becomes the call's status and trailing metadata."""
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        await abort_with(context, exc)

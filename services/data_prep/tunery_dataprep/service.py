@@ -16,7 +16,7 @@ import grpc
 from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery_common.basemodels import UnknownModelError, spec_of
 from tunery_common.bus import Bus
-from tunery_common.grpc_errors import ServiceError, abort_with, invalid, not_found
+from tunery_common.grpc_errors import ServiceError, answer_or_abort, invalid, not_found
 
 from tunery_dataprep.cost import estimate_cost, load_prices
 from tunery_dataprep.quality import TASKS
@@ -40,19 +40,13 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServicer):
         self.prices = load_prices(self.settings.prices_file)  # a bad table fails at start-up
 
     async def ValidateFile(self, request, context):
-        return await self._call(context, self._validate_file, request)
+        return await answer_or_abort(context, self._validate_file, request)
 
     async def ValidateDataset(self, request, context):
-        return await self._call(context, self._validate_dataset, request)
+        return await answer_or_abort(context, self._validate_dataset, request)
 
     async def EstimateCost(self, request, context):
-        return await self._call(context, self._estimate_cost, request)
-
-    async def _call(self, context, handler, request):
-        try:
-            return await handler(request)
-        except ServiceError as exc:
-            await abort_with(context, exc)
+        return await answer_or_abort(context, self._estimate_cost, request)
 
     @asynccontextmanager
     async def _spooled(self, org: str, file_id: str, param: str) -> AsyncIterator[IO[bytes]]:

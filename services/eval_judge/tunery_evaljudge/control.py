@@ -12,7 +12,7 @@ from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery.evaljudge.v1 import evaljudge_pb2
 from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 from tunery_common.bus import EVAL_SUBJECT, Bus, RecordStore, make_event
-from tunery_common.grpc_errors import ServiceError, abort_with, invalid, not_found
+from tunery_common.grpc_errors import ServiceError, answer_or_abort, invalid, not_found
 from tunery_common.ids import new_id
 from tunery_common.pagination import paginate
 from tunery_common.records import QuickEvalRecord, QuickEvalResult
@@ -80,22 +80,16 @@ class QuickEvalControl(EvalJudgeService):
 
     # gRPC methods: domain errors become statuses the gateway maps to HTTP codes.
     async def CreateQuickEval(self, request, context):
-        return await self._call(context, self._create, request)
+        return await answer_or_abort(context, self._create, request)
 
     async def GetQuickEval(self, request, context):
-        return await self._call(context, self._get, request)
+        return await answer_or_abort(context, self._get, request)
 
     async def ListQuickEvals(self, request, context):
-        return await self._call(context, self._list, request)
+        return await answer_or_abort(context, self._list, request)
 
     async def ListQuickEvalEvents(self, request, context):
-        return await self._call(context, self._events, request)
-
-    async def _call(self, context, handler, request):
-        try:
-            return await handler(request)
-        except ServiceError as exc:
-            await abort_with(context, exc)
+        return await answer_or_abort(context, self._events, request)
 
     async def _create(self, request) -> evaljudge_pb2.QuickEval:
         for name in ("max_items", "max_tokens"):

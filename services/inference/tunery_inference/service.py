@@ -75,23 +75,30 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             raise invalid(str(exc)) from None
         return messages, params
 
-    @staticmethod
-    def _generation_error(exc: Exception) -> ServiceError:
-        """What the engine refuses before generating: a prompt over the context, a removed adapter."""
-        if isinstance(exc, KeyError):
-            return ServiceError(grpc.StatusCode.NOT_FOUND, str(exc.args[0]), "model", "model_not_found")
-        return invalid(str(exc), "messages", "context_length_exceeded")
+    async def _start(self, request, stream: bool):
+        """The completion, or the stream of it; every refusal comes back as a ServiceError.
+
+        The engine checks a request before generating (and a stream when it is made, before the
+        first delta): a prompt over the context, or an adapter removed meanwhile.
+        """
+        messages, params = self._params(request)
+        engine, adapter = await self._resolve(request.org, request.model)
+        try:
+            return await asyncio.to_thread(
+                engine.stream if stream else engine.generate, messages, adapter, params
+            )
+        except KeyError as exc:
+            raise ServiceError(
+                grpc.StatusCode.NOT_FOUND, str(exc.args[0]), "model", "model_not_found"
+            ) from None
+        except ValueError as exc:
+            raise invalid(str(exc), "messages", "context_length_exceeded") from None
 
     async def ChatCompletion(self, request, context):
         try:
-            messages, params = self._params(request)
-            engine, adapter = await self._resolve(request.org, request.model)
-            completion = await asyncio.to_thread(engine.generate, messages, adapter, params)
+            completion = await self._start(request, stream=False)
         except ServiceError as exc:
             await abort_with(context, exc)
-            return
-        except (ValueError, KeyError) as exc:
-            await abort_with(context, self._generation_error(exc))
             return
         return inference_pb2.ChatCompletionResponse(
             id=new_id("chatcmpl"),
@@ -104,15 +111,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
 
     async def StreamChatCompletion(self, request, context):
         try:
-            messages, params = self._params(request)
-            engine, adapter = await self._resolve(request.org, request.model)
-            # The engine checks the request when the stream is made, before the first delta.
-            stream = await asyncio.to_thread(engine.stream, messages, adapter, params)
+            stream = await self._start(request, stream=True)
         except ServiceError as exc:
             await abort_with(context, exc)
-            return
-        except (ValueError, KeyError) as exc:
-            await abort_with(context, self._generation_error(exc))
             return
         chunk_id, created = new_id("chatcmpl"), int(time.time())
         async for item in self._stream(stream):

@@ -15,7 +15,7 @@ from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from tunery_common.basemodels import CATALOG
 from tunery_common.bus import TRAIN_SUBJECT, Bus, make_event
-from tunery_common.grpc_errors import ServiceError, abort_with, conflict, invalid, not_found
+from tunery_common.grpc_errors import answer_or_abort, conflict, invalid, not_found
 from tunery_common.ids import new_id
 from tunery_common.pagination import paginate
 from tunery_common.records import JobError, JobRecord, now
@@ -93,25 +93,19 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
 
     # gRPC methods: domain errors become statuses the gateway maps to HTTP codes.
     async def CreateJob(self, request, context):
-        return await self._call(context, self._create, request)
+        return await answer_or_abort(context, self._create, request)
 
     async def GetJob(self, request, context):
-        return await self._call(context, lambda r: self._get(r.org, r.id), request)
+        return await answer_or_abort(context, lambda r: self._get(r.org, r.id), request)
 
     async def ListJobs(self, request, context):
-        return await self._call(context, self._list, request)
+        return await answer_or_abort(context, self._list, request)
 
     async def CancelJob(self, request, context):
-        return await self._call(context, self._cancel, request)
+        return await answer_or_abort(context, self._cancel, request)
 
     async def ListJobEvents(self, request, context):
-        return await self._call(context, self._events, request)
-
-    async def _call(self, context, handler, request):
-        try:
-            return await handler(request)
-        except ServiceError as exc:
-            await abort_with(context, exc)
+        return await answer_or_abort(context, self._events, request)
 
     async def _create(self, request) -> trainer_pb2.Job:
         if request.model not in CATALOG:
