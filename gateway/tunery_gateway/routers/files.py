@@ -5,9 +5,8 @@ The gateway owns this resource, so it talks to the bus directly rather than thro
 
 import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import PurePath
-from typing import IO, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -22,6 +21,7 @@ from tunery_gateway.errors import OpenAIError, raise_openai_error
 from tunery_gateway.limits import counting_receive, declared_too_large
 from tunery_gateway.pagination import Page, page_query, paginate
 from tunery_gateway.schemas.files import PURPOSES, FileDeleted, FileList, FileObject
+from tunery_gateway.spool import stream_spooled
 
 router = APIRouter(tags=["files"])
 
@@ -143,13 +143,6 @@ async def retrieve_file(file_id: str, org: Org, bus: BusDep) -> FileObject:
     return FileObject.from_record(await _record(bus, org, file_id))
 
 
-def _chunks(file: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
-    with file:  # closing the anonymous temporary file deletes it, even if the client leaves
-        file.seek(0)
-        while chunk := file.read(size):
-            yield chunk
-
-
 @router.get("/files/{file_id}/content", response_class=StreamingResponse)
 async def retrieve_file_content(file_id: str, org: Org, bus: BusDep) -> StreamingResponse:
     record = await _record(bus, org, file_id)
@@ -164,7 +157,7 @@ async def retrieve_file_content(file_id: str, org: Org, bus: BusDep) -> Streamin
         spool.close()
         raise
     return StreamingResponse(
-        _chunks(spool),
+        stream_spooled(spool),
         media_type="application/octet-stream",
         headers={"Content-Length": str(spool.tell())},
     )

@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 
 from tunery_common.cli_data import data_app
+from tunery_common.cli_models import models_app
 
 app = typer.Typer(
     help="Tunery: fine-tune open LLMs and serve them behind an OpenAI-compatible API.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 

@@ -1,5 +1,6 @@
 """Records kept in JetStream KV buckets (the source of truth), one pydantic model per entity."""
 
+import re
 import time
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ class JobError(BaseModel):
     param: str | None = None
 
 
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 
 
@@ -50,6 +51,20 @@ class LeasedRecord(BaseModel):
         return self.status in FINAL_STATUSES
 
 
+class CheckpointRecord(BaseModel):
+    """OpenAI's fine-tuning checkpoint object, plus where its full training state lives."""
+
+    id: str  # ftckpt-...
+    step_number: int
+    epoch: int
+    created_at: int = Field(default_factory=now)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    fine_tuned_model_checkpoint: str  # `<fine-tuned model id>:ckpt-step-<N>`, servable
+    # Object name of the full training state (adapter + optimizer + scheduler + RNG + data
+    # position); only the newest checkpoint keeps one, older ones keep just their adapter.
+    state_object: str | None = None
+
+
 class JobRecord(LeasedRecord):
     model: str
     training_file: str
@@ -64,6 +79,17 @@ class JobRecord(LeasedRecord):
     method: dict[str, Any] = Field(default_factory=dict)
     estimated_finish: int | None = None
     result_files: list[str] = Field(default_factory=list)
+    checkpoints: list[CheckpointRecord] = Field(default_factory=list)  # oldest first
+    # The job id at a managed provider, once created there: a redelivered job re-attaches to it.
+    provider_job_id: str | None = None
+
+    @property
+    def latest_state(self) -> str | None:
+        """The training state a (re)started worker resumes from, if any."""
+        for checkpoint in reversed(self.checkpoints):
+            if checkpoint.state_object:
+                return checkpoint.state_object
+        return None
 
 
 class ModelRecord(BaseModel):
@@ -74,10 +100,11 @@ class ModelRecord(BaseModel):
     created_at: int = Field(default_factory=now)
     status: Literal["ready", "deleted"] = "ready"
     adapter_object: str
+    checkpoint_step: int | None = None  # set for `...:ckpt-step-<N>` models
 
     @property
     def key_id(self) -> str:
-        return self.job_id
+        return model_key_id(self.job_id, self.checkpoint_step)
 
 
 def fine_tuned_model_id(base: str, org: str, suffix: str | None, job_id: str) -> str:
@@ -85,12 +112,37 @@ def fine_tuned_model_id(base: str, org: str, suffix: str | None, job_id: str) ->
     return f"ft:{base}:{org}:{suffix or ''}:{job_id}"
 
 
-def job_id_of_model(model_id: str) -> str | None:
-    """The job id inside a fine-tuned model id, or None when it is not one."""
+def checkpoint_model_id(fine_tuned_model: str, step: int) -> str:
+    """OpenAI's shape for a checkpoint: `<fine-tuned model id>:ckpt-step-<N>`."""
+    return f"{fine_tuned_model}:ckpt-step-{step}"
+
+
+_CKPT = re.compile(r"^ckpt-step-(\d+)$")
+# Job ids become KV keys (`<org>.<id>`): anything else (dots, wildcards, spaces) names no job.
+_JOB_ID = re.compile(r"^ftjob-[A-Za-z0-9_-]+$")
+
+
+def parse_model_id(model_id: str) -> tuple[str, int | None] | None:
+    """(job id, checkpoint step or None) of a fine-tuned model id, or None when it is not one."""
     parts = model_id.split(":")
-    if len(parts) < 5 or parts[0] != "ft" or not parts[-1].startswith("ftjob-"):
+    step = None
+    if len(parts) >= 6 and (match := _CKPT.match(parts[-1])):
+        step = int(match.group(1))
+        parts = parts[:-1]
+    if len(parts) < 5 or parts[0] != "ft" or not _JOB_ID.match(parts[-1]):
         return None
-    return parts[-1]
+    return parts[-1], step
+
+
+def job_id_of_model(model_id: str) -> str | None:
+    """The job id inside a fine-tuned (or checkpoint) model id, or None when it is not one."""
+    parsed = parse_model_id(model_id)
+    return parsed[0] if parsed else None
+
+
+def model_key_id(job_id: str, checkpoint_step: int | None = None) -> str:
+    """The models-bucket id (KV key `<org>.<id>`) of a job's model or one of its checkpoints."""
+    return job_id if checkpoint_step is None else f"{job_id}-ckpt-step-{checkpoint_step}"
 
 
 class QuickEvalResult(BaseModel):

@@ -51,10 +51,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         if record is None:
             raise model_not_found(model_id)
         engine = await self.engines.get(record.parent)
-        if not engine.has_adapter(record.job_id):
+        # Named by the models-bucket id: a job's checkpoints are adapters of their own.
+        if not engine.has_adapter(record.key_id):
             path = await self.registry.adapter_path(record)
-            await asyncio.to_thread(engine.load_adapter, record.job_id, path)
-        return engine, record.job_id
+            await asyncio.to_thread(engine.load_adapter, record.key_id, path)
+        return engine, record.key_id
 
     def _params(self, request) -> tuple[list[dict], GenerationParams]:
         if not request.messages:
