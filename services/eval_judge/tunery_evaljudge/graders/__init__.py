@@ -1,1 +1,5 @@
-"""Graders: functions from (model output, reference) to a verdict."""
+"""Graders: from a model's answer (and the eval item) to a verdict.
+
+basic.py holds the quick eval's exact match and JSON validity; the other modules are testing
+criteria in the shape of OpenAI's Evals API graders, loaded and run through criteria.py.
+"""
