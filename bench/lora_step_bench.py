@@ -1,8 +1,8 @@
 """LoRA training step on the real default model: loss on label positions only vs full logits.
 
 Baseline: the usual causal-LM step (vocabulary logits at every position, then a masked
-cross-entropy). Ours: the trainer's `_loss_sum` (output layer only where a label is). Same model,
-same batches, alternated in one run. Last line: one JSON object with the figures and the ratio.
+cross-entropy). Ours: the trainer's `score_labels` (output layer only where a label is). Same model,
+same padded batches, alternated in one run. Last line: one JSON object with the figures and the ratio.
 
     .venv/bin/python bench/lora_step_bench.py [--steps 4] [--batch-size 8]
 """
@@ -19,17 +19,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tunery_common.basemodels import ensure_base_model
 from tunery_common.settings import CommonSettings
 from tunery_trainer.data import IGNORE_INDEX, tokenize_example
-from tunery_trainer.loop import LORA_TARGET_MODULES, _collate, _loss_sum
+from tunery_trainer.hyperparams import ALL_LINEAR
+from tunery_trainer.label_scores import score_labels
+from tunery_trainer.packing import make_batch
 
 DATASET = Path(__file__).resolve().parents[1] / "examples" / "support_tickets" / "train.jsonl"
 
 
 def full_logits_loss(model, batch):
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     logits = logits[:, :-1].float()
-    targets = batch["labels"][:, 1:]
+    targets = batch.labels[:, 1:]
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
@@ -47,21 +47,25 @@ def main() -> None:
     torch.manual_seed(0)
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(model_dir),
-        LoraConfig(r=16, lora_alpha=32, target_modules=list(LORA_TARGET_MODULES)),
+        LoraConfig(r=16, lora_alpha=32, target_modules=list(ALL_LINEAR)),
     )
     model.train()
     batches = [
-        _collate(examples[i * args.batch_size : (i + 1) * args.batch_size], 0, torch.device("cpu"))
+        make_batch(examples[i * args.batch_size : (i + 1) * args.batch_size], packing=False, pad_id=0)
         for i in range(args.steps)
     ]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    tokens = sum(b.n_tokens for b in batches)
     timings = {"baseline": 0.0, "ours": 0.0}
-    _loss_sum(model, batches[0])[0].backward()  # warm-up
+
+    def ours_loss(batch):
+        return -score_labels(model, batch).logprobs.sum()
+
+    ours_loss(batches[0]).backward()  # warm-up
     model.zero_grad()
     for batch in batches:
         for name in ("baseline", "ours"):
             started = time.perf_counter()
-            loss = full_logits_loss(model, batch) if name == "baseline" else _loss_sum(model, batch)[0]
+            loss = full_logits_loss(model, batch) if name == "baseline" else ours_loss(batch)
             loss.backward()
             timings[name] += time.perf_counter() - started
             model.zero_grad()

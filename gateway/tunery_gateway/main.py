@@ -19,7 +19,20 @@ from tunery_common.logs import setup_logging
 
 from tunery_gateway.errors import install_error_handlers
 from tunery_gateway.limits import RequestSizeLimit
-from tunery_gateway.routers import chat, cost, datasets, files, fine_tuning, health, models, quick_evals
+from tunery_gateway.ratelimit import RateLimiter
+from tunery_gateway.ratelimit_routes import RateLimitHeaders
+from tunery_gateway.routers import (
+    chat,
+    completions,
+    cost,
+    datasets,
+    evals,
+    files,
+    fine_tuning,
+    health,
+    models,
+    quick_evals,
+)
 from tunery_gateway.settings import GatewaySettings
 
 log = logging.getLogger("tunery_gateway")  # not __main__ under `python -m`
@@ -57,7 +70,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="Tunery", summary="OpenAI-compatible fine-tuning API", lifespan=lifespan)
     app.state.settings = settings
     app.state.api_keys = settings.load_api_keys()
+    app.state.rate_limiter = RateLimiter(settings.rate_limits)  # in-process: per gateway replica
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_mb << 20, exempt_prefix="/v1/files")
     if settings.cors_origins:  # added last, so outermost: browsers can read every answer, 413s included
         app.add_middleware(
@@ -68,8 +83,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         files.router,
         fine_tuning.router,
         quick_evals.router,
+        evals.router,
         models.router,
         chat.router,
+        completions.router,
         datasets.router,
         cost.router,
     ):

@@ -7,6 +7,8 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from tunery_common.apikeys import ApiKeys, ensure_default_key, parse_api_keys
 from tunery_common.settings import CommonSettings
 
+from tunery_gateway.ratelimit import RateLimitConfig, parse_rate_limits
+
 
 def _gateway_env(name: str) -> AliasChoices:
     # An explicit alias because the class's env prefix stays TUNERY_ for the shared settings.
@@ -29,6 +31,20 @@ class GatewaySettings(CommonSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_gateway_env("cors_origins")
     )
+
+    # Per API key and model (see ratelimit.py): inline JSON or the path of a .json / .toml file.
+    rate_limits: Annotated[RateLimitConfig, NoDecode] = Field(
+        default_factory=RateLimitConfig, validation_alias=_gateway_env("rate_limits")
+    )
+    # Tokens a request without max_tokens reserves: the inference service's default max_tokens.
+    rate_limit_default_max_tokens: int = Field(
+        512, gt=0, validation_alias=_gateway_env("rate_limit_default_max_tokens")
+    )
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _parse_rate_limits(cls, value: object) -> object:
+        return parse_rate_limits(value) if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -2,12 +2,20 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from tunery_common.bus import Bus
 
 
 def wait_for_record(stack, store: str, org: str, record_id: str, statuses, timeout: float = 600) -> dict:
     """The record of `bus.<store>` (jobs, evals) once its status is one of `statuses`."""
+    return wait_for_record_where(stack, store, org, record_id, lambda r: r["status"] in statuses, timeout)
+
+
+def wait_for_record_where(
+    stack, store: str, org: str, record_id: str, check: Callable[[dict], bool], timeout: float = 600
+) -> dict:
+    """The record of `bus.<store>` once `check` holds for it."""
 
     async def watch():
         bus = await Bus.connect(stack.nats_url, "e2e-test")
@@ -18,7 +26,7 @@ def wait_for_record(stack, store: str, org: str, record_id: str, statuses, timeo
                 async for entry in watcher:
                     if entry is not None and entry.value:
                         record = json.loads(entry.value)
-                        if record["status"] in statuses:
+                        if check(record):
                             return record
         finally:
             await watcher.stop()

@@ -1,12 +1,15 @@
-"""The backbone path with the official openai client: upload → job → events → model → chat."""
+"""The backbone path with the official openai client: upload → job → events → model → chat,
+checkpoints and the result file, pause and resume."""
 
+import csv
+import io
 import json
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
-from record_wait import wait_for_record
+from record_wait import wait_for_record, wait_for_record_where
 from stack_keys import KEYS
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +62,10 @@ def finished_job(stack, client_a):
         validation_file=valid.id,
         suffix="e2e",
         seed=3,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8}}},
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8, "checkpoint_every_steps": 3}},
+        },
         metadata={"purpose": "e2e"},
     )
     assert job.status == "validating_files"
@@ -137,6 +143,90 @@ def test_model_is_listed_and_chats(stack, client_a, finished_job):
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]"
+
+
+def test_checkpoints_are_listed_and_answer_chat(client_a, client_b, finished_job):
+    job = finished_job["job"]
+    # 8 steps (2 epochs of 4): every 3 steps and at each epoch end, newest first.
+    checkpoints = client_a.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [8, 6, 4, 3]
+    for checkpoint in checkpoints:
+        assert (
+            checkpoint.fine_tuned_model_checkpoint
+            == f"{job.fine_tuned_model}:ckpt-step-{checkpoint.step_number}"
+        )
+        assert checkpoint.metrics.step == checkpoint.step_number
+        assert checkpoint.metrics.train_loss > 0 and checkpoint.metrics.valid_loss > 0
+    page = client_a.fine_tuning.jobs.checkpoints.list(job.id, limit=1, after=checkpoints[0].id)
+    assert [c.id for c in page.data] == [checkpoints[1].id] and page.has_more
+
+    earliest = checkpoints[-1].fine_tuned_model_checkpoint
+    reply = client_a.chat.completions.create(
+        model=earliest,
+        messages=[{"role": "user", "content": "What colour is item 7?"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert reply.model == earliest and reply.usage.completion_tokens > 0
+    with pytest.raises(openai.NotFoundError):
+        client_b.fine_tuning.jobs.checkpoints.list(job.id)
+    with pytest.raises(openai.NotFoundError):
+        client_b.chat.completions.create(model=earliest, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_result_file_holds_every_metrics_report(client_a, finished_job):
+    job = finished_job["job"]
+    [file_id] = job.result_files
+    info = client_a.files.retrieve(file_id)
+    assert (info.filename, info.purpose) == ("step_metrics.csv", "fine-tune-results")
+    rows = list(csv.DictReader(io.StringIO(client_a.files.content(file_id).text)))
+    assert list(rows[0])[:5] == [
+        "step",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+    ]
+    reports = {
+        e.data["step"]: e.data
+        for e in client_a.fine_tuning.jobs.list_events(job.id, limit=1000).data
+        if e.type == "metrics"
+    }
+    assert sorted(int(r["step"]) for r in rows) == sorted(int(step) for step in reports)
+    for row in rows:
+        assert float(row["train_loss"]) == reports[float(row["step"])]["train_loss"]
+
+
+def test_pause_then_resume_finishes_from_the_checkpoint(stack, client_a, finished_job):
+    train = finished_job["train"]
+    # 96 steps, paused once the first checkpoint (step 2) is saved: far from the end.
+    job = client_a.fine_tuning.jobs.create(
+        model="tiny-random-llama",
+        training_file=train.id,
+        seed=5,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 1, "checkpoint_every_steps": 2}},
+        },
+    )
+    wait_for_record_where(stack, "jobs", "org-a", job.id, lambda r: bool(r["checkpoints"]))
+    assert client_a.fine_tuning.jobs.pause(job.id).status == "paused"
+    paused = wait_for_record_where(stack, "jobs", "org-a", job.id, lambda r: r["lease_owner"] is None)
+    assert paused["status"] == "paused"
+    saved = client_a.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert saved and saved[0].step_number == max(c["step_number"] for c in paused["checkpoints"])
+    with pytest.raises(openai.ConflictError):
+        client_a.fine_tuning.jobs.resume(finished_job["job"].id)
+
+    assert client_a.fine_tuning.jobs.resume(job.id).status == "queued"
+    wait_for_job(stack, "org-a", job.id)
+    done = client_a.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    events = client_a.fine_tuning.jobs.list_events(job.id, limit=1000).data[::-1]  # oldest first
+    resumed = next(e for e in events if e.message.startswith("Resuming from the checkpoint"))
+    assert f"step {saved[0].step_number}" in resumed.message
+    after = [int(e.data["step"]) for e in events[events.index(resumed) :] if e.type == "metrics"]
+    assert after[0] > saved[0].step_number and after[-1] == 96
 
 
 def test_another_org_sees_nothing(client_b, finished_job):

@@ -199,9 +199,9 @@ def test_bad_json_and_wrong_types_are_400s(gateway):
     chat_body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     for extra, param in [
         ({"temperature": 5}, "temperature"),
-        ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 0}, "n"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": 3}, "stop"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
@@ -212,7 +212,7 @@ def test_bad_json_and_wrong_types_are_400s(gateway):
         _assert_error(httpx.post(chat, headers=auth, json={**chat_body, **extra}), 400, param)
 
     with pytest.raises(openai.BadRequestError) as excinfo:
-        openai_client(gateway).chat.completions.create(model="m", messages=chat_body["messages"], n=3)
+        openai_client(gateway).chat.completions.create(model="m", messages=chat_body["messages"], n=200)
     assert excinfo.value.param == "n"
 
     huge = {"model": "m", "messages": [{"role": "user", "content": "x" * (3 * 2**20 // 2)}]}

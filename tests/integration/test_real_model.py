@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 from tunery_common.basemodels import ensure_base_model
 from tunery_inference.engines.hf import GenerationParams, HFEngine
-from tunery_trainer.data import tokenize_example
+from tunery_trainer.data import TrainingData, tokenize_example
 from tunery_trainer.hyperparams import Hyperparameters, resolve
-from tunery_trainer.loop import train_lora
+from tunery_trainer.loop import TrainHooks, train
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,10 @@ def test_real_model_lora_lowers_the_loss(smollm2, tmp_path):
     ]
     examples = [tokenize_example(tokenizer, messages, 128) for messages in rows]
     hp = resolve(Hyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=5, eval_every_steps=1), 8)
+    data = TrainingData(train=examples, valid=examples[:4], n_truncated=0, n_skipped=0)
     reports = []
-    result = train_lora(smollm2, examples, examples[:4], hp, 0, tmp_path, reports.append, lambda: False)
-    assert result.steps == 4 and not result.stopped
+    hooks = TrainHooks(reports.append, lambda *event: None, lambda checkpoint: None, lambda: None)
+    result = train(smollm2, data, hp, 0, tmp_path, hooks)
+    assert result.steps == 4 and result.stopped is None
     assert reports[-1]["valid_loss"] < reports[0]["valid_loss"]
-    assert (tmp_path / "adapter_config.json").exists()
+    assert (result.adapter_dir / "adapter_config.json").exists()

@@ -67,8 +67,8 @@ def test_validation_errors_name_the_parameter():
     error = _validation_error(ChatCompletionRequest, {**chat, "messages": [{"role": "user", "content": 1}]})
     assert error.param == "messages[0].content"
     assert "valid string" in error.detail and "valid list" in error.detail
-    error = _validation_error(ChatCompletionRequest, {**chat, "logprobs": True})
-    assert (error.param, error.detail) == ("logprobs", "Invalid value for 'logprobs': not supported yet")
+    error = _validation_error(ChatCompletionRequest, {**chat, "audio": {"voice": "alloy"}})
+    assert (error.param, error.detail) == ("audio", "Invalid value for 'audio': not supported")
     assert (
         _validation_error(ChatCompletionRequest, {"messages": []}).detail
         == "Missing required parameter: 'model'."

@@ -11,6 +11,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from tunery_common.basemodels import ensure_base_model
 from tunery_inference.engines.hf import Completion, GenerationParams, HFEngine, _Detokenizer
+from tunery_inference.engines.outputs import Choice, Delta
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about autumn."}]
 GREEDY = GenerationParams(max_tokens=24, temperature=0)
@@ -51,9 +52,11 @@ def hf_greedy_ids(model_dir: Path, n: int) -> list[int]:
 
 
 def collect(stream) -> tuple[list[str], Completion]:
-    *deltas, completion = list(stream)
-    assert all(isinstance(d, str) and d for d in deltas)
-    return deltas, completion
+    """The text deltas of a one-choice stream, and its Completion."""
+    *deltas, choice, completion = list(stream)
+    assert all(isinstance(d, Delta) and d.text and d.index == 0 for d in deltas)
+    assert isinstance(choice, Choice) and completion.choices == [choice]
+    return [d.text for d in deltas], completion
 
 
 def test_greedy_is_deterministic_and_matches_transformers_generate(engine, tiny_dir):
@@ -189,7 +192,7 @@ def test_remove_adapter(engine, tiny_dir, adapter_dir, tmp_path):
 @pytest.mark.parametrize("abandon", ["close", "drop"])
 def test_an_abandoned_stream_releases_the_engine(engine, abandon):
     stream = engine.stream(MESSAGES, None, GenerationParams(max_tokens=200, temperature=0))
-    assert isinstance(next(stream), str)
+    assert isinstance(next(stream), Delta)
     if abandon == "close":
         stream.close()
     else:

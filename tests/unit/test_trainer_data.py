@@ -1,16 +1,50 @@
 """Chat examples → token ids and labels, with the real SmolLM2 tokenizer and chat template."""
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 from tunery_common.basemodels import ensure_base_model
-from tunery_trainer.data import IGNORE_INDEX, load_jsonl_examples, tokenize_example
+from tunery_trainer.data import (
+    IGNORE_INDEX,
+    load_jsonl_examples,
+    method_of,
+    prepare_training_data,
+    tokenize_example,
+)
+from tunery_trainer.hyperparams import DpoHyperparameters, Hyperparameters, resolve
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 @pytest.fixture(scope="module")
-def tokenizer(model_cache):
-    return AutoTokenizer.from_pretrained(ensure_base_model("tiny-random-llama", model_cache))
+def model_dir(model_cache):
+    return ensure_base_model("tiny-random-llama", model_cache)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def jsonl(*rows) -> bytes:
+    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows).encode()
+
+
+def chat(question: str, answer: str, weight: int = 1) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer, "weight": weight},
+        ]
+    }
+
+
+PAIR = {
+    "input": {"messages": [{"role": "user", "content": "Hi"}]},
+    "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+    "non_preferred_output": [{"role": "assistant", "content": "Go away."}],
+}
 
 
 def labelled_spans(tokenizer, example) -> list[str]:
@@ -128,3 +162,78 @@ def test_jsonl_examples_skip_blank_lines():
 def test_jsonl_errors_name_the_line(line):
     with pytest.raises(ValueError, match="line 2"):
         load_jsonl_examples(b'{"messages": []}\n' + line)
+
+
+def test_training_data_counts_truncated_and_skipped_rows(model_dir):
+    long = chat("Tell me a story. " + "Once upon a time " * 40, "The end.")
+    train = jsonl(chat("Hi", "Hello."), long, chat("Hi", "Ignored.", weight=0), "", chat("Bye", "Bye."))
+    valid = jsonl(long, chat("Hi", "Hello."))
+    data = prepare_training_data(model_dir, train, valid, Hyperparameters(max_seq_len=64))
+
+    assert (len(data.train), len(data.valid)) == (3, 2)
+    assert data.n_truncated == 2 and data.n_skipped == 1
+    assert [len(e.input_ids) for e in data.train if e.truncated] == [64]
+
+
+def test_training_data_for_dpo_is_pairs(model_dir):
+    data = prepare_training_data(model_dir, jsonl(PAIR, PAIR), jsonl(PAIR), resolve(DpoHyperparameters(), 2))
+
+    assert len(data.train) == 2 and len(data.valid) == 1
+    assert data.train[0].chosen.input_ids != data.train[0].rejected.input_ids
+
+
+def test_nothing_to_train_on_is_a_clear_error(model_dir):
+    with pytest.raises(
+        ValueError, match="training file: no example has an assistant answer left to train on"
+    ):
+        prepare_training_data(model_dir, jsonl(chat("Hi", "Hello.", weight=0)), None, Hyperparameters())
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ("{not json", "training file, line 2: invalid JSON"),
+        ({"prompt": "x"}, "training file, line 2: expected 'messages' to be a non-empty list of messages"),
+        (
+            {"messages": [{"content": "x"}]},
+            "training file, line 2: 'messages[0]' must be an object with a string 'role'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 3}]},
+            "line 2: 'messages[0].content' must be a string or a list",
+        ),
+    ],
+)
+def test_bad_chat_rows_name_the_file_and_line(model_dir, row, says):
+    with pytest.raises(ValueError) as info:
+        prepare_training_data(model_dir, jsonl(chat("Hi", "Hello."), row), None, Hyperparameters())
+
+    assert says in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ({**PAIR, "input": []}, "expected 'input' to be an object with a 'messages' list"),
+        (
+            {k: v for k, v in PAIR.items() if k != "preferred_output"},
+            "expected 'preferred_output' to be a non-empty",
+        ),
+        (
+            {**PAIR, "non_preferred_output": [{"role": "user", "content": "x"}]},
+            "'non_preferred_output' must hold assistant messages only",
+        ),
+        (chat("Hi", "Hello."), "expected 'input' to be an object"),
+    ],
+)
+def test_bad_preference_rows_name_the_file_and_line(model_dir, row, says):
+    with pytest.raises(ValueError) as info:
+        prepare_training_data(model_dir, jsonl(PAIR), jsonl(PAIR, PAIR, row), DpoHyperparameters())
+
+    assert str(info.value).startswith("validation file, line 3: ") and says in str(info.value)
+
+
+def test_the_method_comes_from_the_hyperparameters_type():
+    assert method_of(Hyperparameters()) == "supervised"
+    assert method_of(DpoHyperparameters()) == "dpo"
+    assert method_of(resolve(DpoHyperparameters(), 5)) == "dpo"

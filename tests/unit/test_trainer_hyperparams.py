@@ -2,15 +2,24 @@
 
 import pytest
 from pydantic import ValidationError
-from tunery_trainer.hyperparams import BASE_LEARNING_RATE, Hyperparameters, resolve
+from tunery_trainer.hyperparams import (
+    ALL_LINEAR,
+    BASE_LEARNING_RATE,
+    DpoHyperparameters,
+    Hyperparameters,
+    resolve,
+)
 
 
 def test_defaults_are_auto_with_our_lora_settings():
     h = Hyperparameters()
 
     assert (h.n_epochs, h.batch_size, h.learning_rate_multiplier, h.eval_every_steps) == ("auto",) * 4
-    assert (h.lora_r, h.lora_alpha, h.lora_dropout) == (16, 32, 0.05)
-    assert (h.max_seq_len, h.warmup_ratio) == (1024, 0.03)
+    assert (h.lora.r, h.lora.alpha, h.lora.dropout) == (16, 32, 0.05)
+    assert tuple(h.lora.target_modules) == ALL_LINEAR
+    assert (h.max_seq_len, h.warmup_ratio, h.packing, h.lr_scheduler) == (1024, 0.03, True, "linear")
+    assert (h.quantization, h.gradient_accumulation_steps, h.gradient_checkpointing) == ("none", 1, False)
+    assert h.early_stopping_patience is None and h.checkpoint_every_steps is None
 
 
 @pytest.mark.parametrize(
@@ -43,9 +52,7 @@ def test_explicit_values_are_kept():
             "n_epochs": 2,
             "batch_size": 4,
             "learning_rate_multiplier": 0.5,
-            "lora_r": 8,
-            "lora_alpha": 16,
-            "lora_dropout": 0.0,
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "max_seq_len": 256,
             "warmup_ratio": 0.1,
             "eval_every_steps": 5,
@@ -55,6 +62,7 @@ def test_explicit_values_are_kept():
 
     assert (r.n_epochs, r.batch_size, r.learning_rate, r.eval_every_steps) == (2, 4, 1e-4, 5)
     assert (r.lora_r, r.lora_alpha, r.lora_dropout, r.max_seq_len, r.warmup_ratio) == (8, 16, 0.0, 256, 0.1)
+    assert r.target_modules == ("q_proj", "v_proj") and r.method == "supervised"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +75,12 @@ def test_explicit_values_are_kept():
         {"learning_rate_multiplier": 0},
         {"learning_rate_multiplier": 101},
         {"warmup_ratio": 0.6},
-        {"lora_dropout": 1},
+        {"lora": {"dropout": 1}},
+        {"lora": {"target_modules": []}},
+        {"lr_scheduler": "constant"},
+        {"quantization": "8bit"},
+        {"gradient_accumulation_steps": 0},
+        {"early_stopping_patience": 0},
         {"max_seq_len": 8},
         {"eval_every_steps": 0},
     ],
@@ -91,3 +104,18 @@ def test_an_unknown_key_is_an_error_naming_it():
 def test_resolving_needs_training_examples():
     with pytest.raises(ValueError, match="no training examples"):
         resolve(Hyperparameters(), 0)
+
+
+def test_gradient_accumulation_makes_fewer_optimizer_steps():
+    # 100 examples, 4 per micro-batch, 2 micro-batches per step: ceil(100 / 8) = 13 steps an epoch
+    r = resolve(Hyperparameters(n_epochs=2, batch_size=4, gradient_accumulation_steps=2), 100)
+
+    assert r.eval_every_steps == 2  # 26 steps in all, about ten reports
+
+
+def test_dpo_hyperparameters_add_beta():
+    assert resolve(DpoHyperparameters(), 10).beta == 0.1
+    r = resolve(DpoHyperparameters(beta=0.5), 10)
+    assert (r.method, r.beta) == ("dpo", 0.5)
+    with pytest.raises(ValidationError):
+        Hyperparameters.model_validate({"beta": 0.5})  # supervised training has no beta

@@ -19,16 +19,17 @@ from tunery_common.adapters import (
     write_export_archive,
 )
 from tunery_common.basemodels import CATALOG
-from tunery_common.bus import Bus
+from tunery_common.bus import Bus, make_event
 from tunery_common.records import ModelRecord, model_key_id, parse_model_id
 
 from tunery_gateway.auth import Org
 from tunery_gateway.dependencies import BusDep, InferenceDep, SettingsDep
 from tunery_gateway.errors import OpenAIError, model_error, raise_openai_error
-from tunery_gateway.schemas.models import Model, ModelList
+from tunery_gateway.schemas.models import Model, ModelDeleted, ModelList
 from tunery_gateway.spool import stream_spooled
 
 router = APIRouter(tags=["models"])
+PROMOTION_FIELDS = {"promotion", "promotion_reason", "eval_id", "eval_run_id"}
 
 
 @router.get("/models")
@@ -101,11 +102,48 @@ async def retrieve_model_content(model_id: str, org: Org, bus: BusDep) -> Stream
 
 # `:path` because fine-tuned model ids hold colons (and a base id could hold a slash).
 @router.get("/models/{model_id:path}")
-async def retrieve_model(model_id: str, org: Org, inference: InferenceDep, settings: SettingsDep) -> Model:
+async def retrieve_model(
+    model_id: str, org: Org, inference: InferenceDep, bus: BusDep, settings: SettingsDep
+) -> Model:
     try:
         model = await inference.GetModel(
             inference_pb2.GetModelRequest(org=org, id=model_id), timeout=settings.rpc_timeout_s
         )
     except grpc.aio.AioRpcError as exc:
         raise model_error(exc) from exc
-    return Model.from_proto(model)
+    answer = Model.from_proto(model)
+    # An alias answers with the model it resolves to; the promotion lives in the registry record.
+    parsed = parse_model_id(answer.id)
+    record = await bus.models.get(org, model_key_id(*parsed)) if parsed else None
+    if record is not None and record.id == answer.id and record.checkpoint_step is None:
+        answer = answer.model_copy(update=record.model_dump(include=PROMOTION_FIELDS))
+    return answer
+
+
+@router.delete("/models/{model_id:path}")
+async def delete_model(model_id: str, org: Org, bus: BusDep) -> ModelDeleted:
+    """Deletes a fine-tuned model or checkpoint of the org: its record is marked deleted (kept, so
+    that the id is never served again), which every inference replica's registry watch sees and
+    unloads; then its adapter goes. The registry is a bus record, so no service is involved."""
+    if model_id in CATALOG:
+        raise_openai_error(400, f"{model_id!r} is a base model: it cannot be deleted.", param="model")
+    parsed = parse_model_id(model_id)
+    marked: list[ModelRecord] = []  # the record this call marked deleted, if any
+
+    def mark_deleted(record: ModelRecord) -> ModelRecord | None:
+        marked.clear()  # compare-and-set retries call this again
+        if record.id != model_id or record.status != "ready":
+            return None
+        marked.append(record.model_copy(update={"status": "deleted"}))
+        return marked[0]
+
+    # Of two concurrent deletions one marks the record, the other finds it deleted (404).
+    if parsed:
+        await bus.models.mutate(org, model_key_id(*parsed), mark_deleted)
+    if not marked:
+        raise _not_found(model_id)
+    record = marked[0]
+    if record.adapter_object:
+        await bus.delete_object(record.adapter_object)
+    await bus.publish_event(make_event("model", record.key_id, org, "deleted", f"Deleted {model_id}"))
+    return ModelDeleted(id=model_id, deleted=True)

@@ -1,9 +1,11 @@
-"""Fine-tuning jobs and their events, and their translation to and from the trainer's protos.
+"""Fine-tuning jobs, their events and checkpoints, and their translation to and from the trainer's
+protos.
 
 The trainer owns the meaning of `method` (types, hyperparameters): the gateway checks the shape
 of the request and passes the method through as a Struct.
 """
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
@@ -29,6 +31,8 @@ class FineTuningJobCreate(RequestModel):
     # Deprecated by OpenAI in favour of method.supervised.hyperparameters, still sent by old clients.
     hyperparameters: dict[str, Any] | None = None
     integrations: list[Any] | None = None
+    # The promotion gate: checked by the trainer (and eval-judge for inline testing criteria).
+    eval: dict[str, Any] | None = None
 
     @field_validator("hyperparameters")
     @classmethod
@@ -63,6 +67,8 @@ class FineTuningJobCreate(RequestModel):
         )
         if self.seed is not None:
             request.seed = self.seed
+        if self.eval is not None:
+            request.eval_json = json.dumps(self.eval)
         method = self._method()
         if method:
             request.method.CopyFrom(to_struct(method))
@@ -106,6 +112,7 @@ class FineTuningJob(BaseModel):
     method: dict[str, Any]
     estimated_finish: int | None
     user_provided_suffix: str | None
+    eval: dict[str, Any] | None = None  # the promotion gate of the job's model
 
     @classmethod
     def from_proto(cls, job: trainer_pb2.Job) -> "FineTuningJob":
@@ -133,6 +140,7 @@ class FineTuningJob(BaseModel):
             method=method,
             estimated_finish=job.estimated_finish or None,
             user_provided_suffix=job.suffix or None,
+            eval=json.loads(job.eval_json) if job.eval_json else None,
         )
 
 
@@ -173,3 +181,44 @@ class FineTuningJobEvent(BaseModel):
 
 class FineTuningJobEventList(ListObject[FineTuningJobEvent]):
     pass
+
+
+class CheckpointMetrics(BaseModel):
+    """The figures measured at a checkpoint's step (null: not measured there)."""
+
+    step: int | None = None
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+
+    @classmethod
+    def from_proto(cls, checkpoint: trainer_pb2.Checkpoint) -> "FineTuningJobCheckpoint":
+        known = {k: v for k, v in checkpoint.metrics.items() if k in CheckpointMetrics.model_fields}
+        if "step" in known:
+            known["step"] = int(known["step"])
+        return cls(
+            id=checkpoint.id,
+            created_at=checkpoint.created_at,
+            fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
+            fine_tuning_job_id=checkpoint.fine_tuning_job_id,
+            metrics=CheckpointMetrics(**known),
+            step_number=checkpoint.step_number,
+        )
+
+
+class FineTuningJobCheckpointList(ListObject[FineTuningJobCheckpoint]):
+    first_id: str | None
+    last_id: str | None

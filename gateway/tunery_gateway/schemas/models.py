@@ -12,6 +12,11 @@ class Model(BaseModel):
     created: int
     owned_by: str
     parent: str | None = None  # the base model of a fine-tuned one
+    # Fine-tuned models, by id: whether the alias `ft:<base>:<org>:<suffix>` may serve it, and why.
+    promotion: Literal["pending", "promoted", "rejected"] | None = None
+    promotion_reason: str | None = None
+    eval_id: str | None = None
+    eval_run_id: str | None = None
 
     @classmethod
     def from_proto(cls, model: inference_pb2.Model) -> "Model":
@@ -21,3 +26,9 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool

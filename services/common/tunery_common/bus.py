@@ -28,7 +28,14 @@ from pydantic import BaseModel
 from tunery.events.v1 import events_pb2
 
 from tunery_common.ids import new_id
-from tunery_common.records import FileRecord, JobRecord, ModelRecord, QuickEvalRecord
+from tunery_common.records import (
+    EvalRecord,
+    EvalRunRecord,
+    FileRecord,
+    JobRecord,
+    ModelRecord,
+    QuickEvalRecord,
+)
 from tunery_common.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,8 @@ TRAIN_STREAM = "TUNERY_TRAIN"
 TRAIN_SUBJECT = "tunery.work.train"
 EVAL_STREAM = "TUNERY_EVALS"
 EVAL_SUBJECT = "tunery.work.eval"
+EVAL_RUN_STREAM = "TUNERY_EVAL_RUNS"
+EVAL_RUN_SUBJECT = "tunery.work.evalrun"
 ARTIFACTS_BUCKET = "tunery-artifacts"
 
 R = TypeVar("R", bound=BaseModel)
@@ -139,13 +148,15 @@ def make_event(
     *,
     level: str = "info",
     data: dict | None = None,
+    type: str | None = None,
 ) -> events_pb2.Event:
+    """An event; `type` is OpenAI's ("metrics" when it carries data, else "message")."""
     event = events_pb2.Event(
         id=new_id("ftevent"),
         entity=entity,
         entity_id=entity_id,
         org=org,
-        type="metrics" if data is not None else "message",
+        type=type or ("metrics" if data is not None else "message"),
         what=what,
         level=level,
         message=message,
@@ -165,6 +176,8 @@ class Bus:
         self.jobs: RecordStore[JobRecord]
         self.models: RecordStore[ModelRecord]
         self.evals: RecordStore[QuickEvalRecord]
+        self.eval_defs: RecordStore[EvalRecord]
+        self.eval_runs: RecordStore[EvalRunRecord]
         self.objects = None
 
     @classmethod
@@ -245,10 +258,21 @@ class Bus:
                 num_replicas=r,
             )
         )
+        await self.js.add_stream(
+            StreamConfig(
+                name=EVAL_RUN_STREAM,
+                subjects=[EVAL_RUN_SUBJECT],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=r,
+            )
+        )
         self.files = RecordStore(await self._kv("tunery-files"), FileRecord)
         self.jobs = RecordStore(await self._kv("tunery-jobs"), JobRecord)
         self.models = RecordStore(await self._kv("tunery-models"), ModelRecord)
         self.evals = RecordStore(await self._kv("tunery-evals"), QuickEvalRecord)
+        self.eval_defs = RecordStore(await self._kv("tunery-eval-defs"), EvalRecord)
+        self.eval_runs = RecordStore(await self._kv("tunery-eval-runs"), EvalRunRecord)
         self.objects = await self.js.create_object_store(
             ARTIFACTS_BUCKET, config=ObjectStoreConfig(storage=StorageType.FILE, replicas=r)
         )

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from tunery_common.cli_data import data_app
+from tunery_common.cli_eval import eval_app
 from tunery_common.cli_models import models_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 
 

@@ -27,11 +27,12 @@ class Lease:
         self.lease_s = lease_s
 
     async def claim(self, reset: dict[str, Any] | None = None) -> LeasedRecord | Literal["busy"] | None:
-        """The record, now running under this lease; "busy" while another lease lives; None when done."""
+        """The record, now running under this lease; "busy" while another lease lives; None when
+        done or paused."""
         outcome: dict[str, Any] = {}
 
         def take(rec: LeasedRecord):
-            if rec.is_final:
+            if rec.is_final or rec.status == "paused":  # resuming puts it on the queue again
                 outcome["result"] = None
                 return None
             if rec.lease_owner not in (None, self.owner) and (rec.lease_until or 0) > time.time():

@@ -82,6 +82,8 @@ class JobRecord(LeasedRecord):
     checkpoints: list[CheckpointRecord] = Field(default_factory=list)  # oldest first
     # The job id at a managed provider, once created there: a redelivered job re-attaches to it.
     provider_job_id: str | None = None
+    # The promotion gate (tunery_common.promotion.PromotionGate) its model must pass to be promoted.
+    eval: dict[str, Any] | None = None
 
     @property
     def latest_state(self) -> str | None:
@@ -101,6 +103,14 @@ class ModelRecord(BaseModel):
     status: Literal["ready", "deleted"] = "ready"
     adapter_object: str
     checkpoint_step: int | None = None  # set for `...:ckpt-step-<N>` models
+    # Only a promoted model answers to its alias `ft:<base>:<org>:<suffix>`. A job with an eval
+    # publishes its model "pending" until eval-judge has run that eval and decided.
+    promotion: Literal["pending", "promoted", "rejected"] = "promoted"
+    promotion_reason: str | None = None
+    promoted_at: float | None = None
+    eval_id: str | None = None
+    eval_run_id: str | None = None
+    baseline_run_id: str | None = None  # the run of `compare_to`, when the gate names one
 
     @property
     def key_id(self) -> str:
@@ -179,3 +189,44 @@ class QuickEvalRecord(LeasedRecord):
     def results_object(self) -> str:
         """Per-item results live in the object store: thousands of them outgrow a KV value."""
         return f"quick_evals/{self.org}/{self.id}/results.json"
+
+
+class EvalRecord(BaseModel):
+    """An eval (OpenAI's Evals API): what its items look like and how samples are graded."""
+
+    id: str  # eval_...
+    org: str
+    name: str
+    data_source_config: dict[str, Any]  # {"type": "custom", "item_schema": ..., "include_sample_schema": ...}
+    testing_criteria: list[dict[str, Any]]  # grader configs, as the client wrote them
+    metadata: dict[str, str] | None = None
+    created_at: int = Field(default_factory=now)
+
+
+EvalRunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
+EVAL_RUN_FINAL_STATUSES = {"completed", "failed", "canceled"}
+
+
+class EvalRunRecord(LeasedRecord):
+    """One run of an eval over a data source; per-item results live in the object store."""
+
+    eval_id: str
+    name: str
+    status: EvalRunStatus = "queued"
+    data_source: dict[str, Any]  # as the client sent it (file_content sources included)
+    model: str | None = None  # the model under test of a completions run
+    created_at: int = Field(default_factory=now)
+    n_items: int = 0
+    n_done: int = 0
+    result_counts: dict[str, int] | None = None  # total, passed, failed, errored
+    per_testing_criteria_results: list[dict[str, Any]] | None = None
+    aggregates: dict[str, Any] | None = None  # per-criterion metrics, latency, tokens, judge
+    metadata: dict[str, str] | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in EVAL_RUN_FINAL_STATUSES
+
+    @property
+    def output_items_object(self) -> str:
+        return f"evals/{self.org}/{self.eval_id}/runs/{self.id}/output_items.json"

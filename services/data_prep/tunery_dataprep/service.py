@@ -84,6 +84,7 @@ class DataPrepService(dataprep_pb2_grpc.DataPrepServicer):
             ],
             total_tokens=sum(result.totals),
             assistant_tokens=sum(result.trained),
+            format=result.format,
         )
 
     async def _validate_dataset(self, request) -> dataprep_pb2.DatasetReport:

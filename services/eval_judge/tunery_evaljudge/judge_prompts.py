@@ -20,6 +20,9 @@ _LENGTH = (
     "question or needless verbosity: an answer that is longer without adding correct, relevant "
     "content must score lower than a concise answer that says the same."
 )
+# The verdict's reason is bounded in the schema itself: a constrained decoder then closes the JSON
+# in time, where an unbounded string lets a weak judge ramble until its token limit cuts it off.
+REASON_MAX_CHARS = 300
 DEFAULT_CRITERIA = "correctness, helpfulness and how well the answer follows the request's instructions"
 
 
@@ -45,7 +48,7 @@ def score_schema(low: float, high: float, integer: bool) -> dict:
             "score": {"type": "integer", "minimum": int(low), "maximum": int(high)}
             if integer
             else {"type": "number", "minimum": low, "maximum": high},
-            "reason": {"type": "string"},
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
         },
         "required": ["score", "reason"],
         "additionalProperties": False,
@@ -74,7 +77,7 @@ PAIRWISE_SCHEMA = {
     "type": "object",
     "properties": {
         "winner": {"type": "string", "enum": ["1", "2", "tie"]},
-        "reason": {"type": "string"},
+        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
     },
     "required": ["winner", "reason"],
     "additionalProperties": False,

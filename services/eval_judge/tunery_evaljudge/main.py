@@ -1,4 +1,5 @@
-"""eval-judge process: graders, the quick-eval control plane and `TUNERY_EVALJUDGE_WORKERS` workers."""
+"""eval-judge process: graders, the quick-eval and evals control planes, and
+`TUNERY_EVALJUDGE_WORKERS` workers for each of the two queues."""
 
 import asyncio
 from contextlib import AsyncExitStack
@@ -11,7 +12,10 @@ from tunery_common.bus import Bus
 from tunery_common.service_main import service_main
 from tunery_common.settings import CommonSettings, grpc_port
 
-from tunery_evaljudge.control import QuickEvalControl
+from tunery_evaljudge.eval_runs import EvalRunWorker
+from tunery_evaljudge.evals_control import EvalsControl
+from tunery_evaljudge.judge_endpoint import judge_client
+from tunery_evaljudge.promotion import Promoter
 from tunery_evaljudge.settings import EvalJudgeSettings
 from tunery_evaljudge.worker import QuickEvalWorker
 
@@ -27,14 +31,25 @@ def main() -> None:
         dataprep_channel = grpc.aio.insecure_channel(common.dataprep_addr)
         stack.push_async_callback(dataprep_channel.close)
         inference = inference_pb2_grpc.InferenceStub(inference_channel)
-        control = QuickEvalControl(
-            bus, inference, dataprep_pb2_grpc.DataPrepStub(dataprep_channel), settings.validation_timeout_s
+        judge = judge_client(settings, common)
+        stack.push_async_callback(judge.close)
+        control = EvalsControl(
+            bus,
+            inference,
+            dataprep_pb2_grpc.DataPrepStub(dataprep_channel),
+            settings.validation_timeout_s,
+            judge,
+            settings.judge_model,
         )
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(QuickEvalWorker(bus, inference, settings).run(stop))
             for _ in range(settings.workers)
+        ] + [
+            asyncio.create_task(EvalRunWorker(bus, inference, settings, judge).run(stop))
+            for _ in range(settings.workers)
         ]
+        tasks.append(asyncio.create_task(Promoter(control).run(stop)))
 
         async def stop_workers():
             stop.set()

@@ -17,3 +17,9 @@ class EvalJudgeSettings(BaseSettings):
     request_timeout_s: float = Field(300, gt=0)
     # Deadline of data-prep's validation and inference's model lookup when an eval is created.
     validation_timeout_s: float = Field(120, gt=0)
+    # The LLM judge (score_model graders, pairwise comparisons): any OpenAI-compatible endpoint.
+    # Unset: this stack's own gateway (TUNERY_HOST/TUNERY_PORT) with the `default` org's key.
+    judge_base_url: str | None = None
+    judge_api_key: str | None = None
+    judge_model: str = "smollm2-135m-instruct"  # pairwise comparisons; score_model graders name theirs
+    judge_timeout_s: float = Field(300, gt=0)

@@ -5,6 +5,7 @@ with `:ckpt-step-<N>` appended, a model of its own (KV id `<job>-ckpt-step-<N>`)
 like the final one. Each final model's adapter is fetched from the object store as soon as it
 appears, so the first request for it does not pay the download; checkpoints are many and rarely
 served, so theirs is fetched on first use. A request that races the watch reads the KV directly.
+An alias `ft:<base>:<org>:<suffix>` (no job) resolves to the newest promoted model of that name.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from pathlib import Path
 from nats.js.kv import KV_DEL, KV_PURGE
 from tunery_common.adapters import unpack_adapter
 from tunery_common.bus import Bus, RecordStore
+from tunery_common.promotion import is_alias, model_alias
 from tunery_common.records import ModelRecord, model_key_id, parse_model_id
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,11 @@ class ModelRegistry:
         return target
 
     async def lookup(self, org: str, model_id: str) -> ModelRecord | None:
-        """The ready fine-tuned model (or checkpoint) of this org with this id, or None."""
+        """The ready fine-tuned model (or checkpoint) of this org with this id, or None; an alias
+        `ft:<base>:<org>:<suffix>` gives the newest promoted model it names."""
+        if is_alias(model_id):
+            await self._catch_up()
+            return self.promoted(org, model_id)
         record = self._models.get((org, model_id))
         parsed = parse_model_id(model_id)
         if record is not None or parsed is None:
@@ -106,6 +112,24 @@ class ModelRegistry:
             return None
         self._remember(record)
         return record
+
+    async def _catch_up(self, timeout_s: float = 2.0) -> None:
+        """Waits (briefly) until the watch has applied every registry change stored so far: an
+        alias read right after a promotion then sees it, as a lookup by full id does."""
+        status = await self.bus.models.kv.status()
+        try:
+            await asyncio.wait_for(self.wait_applied(status.stream_info.state.last_seq), timeout_s)
+        except TimeoutError:
+            log.warning("model registry watch is behind; answering from what it has applied")
+
+    def promoted(self, org: str, alias: str) -> ModelRecord | None:
+        """The newest promoted model behind an alias: pending and rejected ones take no traffic."""
+        candidates = [
+            r
+            for (o, _), r in self._models.items()
+            if o == org and r.promotion == "promoted" and model_alias(r.id) == alias
+        ]
+        return max(candidates, key=lambda r: (r.created_at, r.promoted_at or 0), default=None)
 
     async def adapter_path(self, record: ModelRecord) -> Path:
         task = self._fetches.get((record.org, record.key_id))

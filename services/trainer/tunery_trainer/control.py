@@ -1,31 +1,49 @@
-"""The job control plane: create, validate, list, cancel jobs and read their events.
+"""The job control plane: create, validate, list, pause, resume, cancel jobs, read their events
+and checkpoints.
 
 Records live in the JetStream KV bucket; a created job is validated through data-prep, then put
-on the train queue, where any worker picks it up.
+on the train queue, where any worker picks it up. A paused job leaves the queue (its worker saves
+a checkpoint and moves on); resuming puts it back, and a worker continues from that checkpoint.
 """
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
-from pydantic import ValidationError
 from tunery.dataprep.v1 import dataprep_pb2, dataprep_pb2_grpc
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
-from tunery_common.basemodels import CATALOG
+from tunery_common.basemodels import CATALOG, DEFAULT_BASE_MODEL
 from tunery_common.bus import TRAIN_SUBJECT, Bus, make_event
-from tunery_common.grpc_errors import answer_or_abort, conflict, invalid, not_found
+from tunery_common.grpc_errors import ServiceError, answer_or_abort, conflict, invalid, not_found
 from tunery_common.ids import new_id
 from tunery_common.pagination import paginate
-from tunery_common.records import JobError, JobRecord, now
+from tunery_common.promotion import GateError, PromotionGate, check_thresholds, parse_gate
+from tunery_common.records import (
+    CheckpointRecord,
+    JobError,
+    JobRecord,
+    model_key_id,
+    now,
+    parse_model_id,
+)
 
-from tunery_trainer.hyperparams import Hyperparameters
+from tunery_trainer.checkpoints import resume_point
 from tunery_trainer.jobref import JobRef
+from tunery_trainer.method import DATA_FORMATS, hyperparameters_of, method_type, parse_method
+from tunery_trainer.providers import ProviderCatalog
 
 log = logging.getLogger(__name__)
 
-HP_PATH = "method.supervised.hyperparameters"
+PAUSABLE = ("running", "queued")
+# What each data format looks like, for the error that says a file has the wrong one.
+FORMAT_SHAPES = {
+    "chat": "a 'messages' list per line",
+    "preference": "'input', 'preferred_output' and 'non_preferred_output' per line",
+}
 
 
 def whole_floats_to_int(value):
@@ -37,25 +55,6 @@ def whole_floats_to_int(value):
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-def parse_method(method: dict) -> dict:
-    """The OpenAI `method` object, checked; raises ServiceError naming the bad field."""
-    method = method or {"type": "supervised"}
-    kind = method.get("type", "supervised")
-    if kind != "supervised":
-        raise invalid(f"method type {kind!r} is not supported; use 'supervised'", "method.type")
-    unknown = set(method) - {"type", "supervised"}
-    if unknown:
-        raise invalid(f"unknown key {sorted(unknown)[0]!r} in method", f"method.{sorted(unknown)[0]}")
-    hp = (method.get("supervised") or {}).get("hyperparameters") or {}
-    try:
-        parsed = Hyperparameters.model_validate(hp)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"][:1])
-        raise invalid(f"{HP_PATH}.{field}: {err['msg']}", f"{HP_PATH}.{field}") from None
-    return {"type": "supervised", "supervised": {"hyperparameters": parsed.model_dump(exclude_unset=True)}}
 
 
 def job_to_proto(job: JobRecord) -> trainer_pb2.Job:
@@ -75,6 +74,7 @@ def job_to_proto(job: JobRecord) -> trainer_pb2.Job:
         metadata=job.metadata or {},
         estimated_finish=job.estimated_finish or 0,
         result_files=job.result_files,
+        eval_json=json.dumps(job.eval) if job.eval else "",
     )
     msg.method.update(job.method)
     if job.error:
@@ -84,11 +84,34 @@ def job_to_proto(job: JobRecord) -> trainer_pb2.Job:
     return msg
 
 
+def checkpoint_to_proto(job_id: str, checkpoint: CheckpointRecord) -> trainer_pb2.Checkpoint:
+    return trainer_pb2.Checkpoint(
+        id=checkpoint.id,
+        created_at=checkpoint.created_at,
+        fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=job_id,
+        step_number=checkpoint.step_number,
+        epoch=checkpoint.epoch,
+        metrics=checkpoint.metrics,
+    )
+
+
 class TrainerControl(trainer_pb2_grpc.TrainerServicer):
-    def __init__(self, bus: Bus, dataprep: dataprep_pb2_grpc.DataPrepStub, validation_timeout_s: float = 120):
+    def __init__(
+        self,
+        bus: Bus,
+        dataprep: dataprep_pb2_grpc.DataPrepStub,
+        validation_timeout_s: float = 120,
+        model_cache: Path | None = None,
+        max_lora_rank: int = 64,
+        providers: ProviderCatalog | None = None,
+    ):
         self.bus = bus
         self.dataprep = dataprep
         self.validation_timeout_s = validation_timeout_s
+        self.model_cache = model_cache  # base models already built there are checked at create time
+        self.max_lora_rank = max_lora_rank
+        self.providers = providers or ProviderCatalog([])
         self._tasks: set[asyncio.Task] = set()
 
     # gRPC methods: domain errors become statuses the gateway maps to HTTP codes.
@@ -107,12 +130,19 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
     async def ListJobEvents(self, request, context):
         return await answer_or_abort(context, self._events, request)
 
+    async def PauseJob(self, request, context):
+        return await answer_or_abort(context, self._pause, request)
+
+    async def ResumeJob(self, request, context):
+        return await answer_or_abort(context, self._resume, request)
+
+    async def ListJobCheckpoints(self, request, context):
+        return await answer_or_abort(context, self._checkpoints, request)
+
     async def _create(self, request) -> trainer_pb2.Job:
-        if request.model not in CATALOG:
-            raise invalid(
-                f"model {request.model!r} cannot be fine-tuned; choose one of {', '.join(sorted(CATALOG))}",
-                "model",
-            )
+        if request.model not in CATALOG and self.providers.provider_for(request.model) is None:
+            choices = ", ".join(sorted([*CATALOG, *self.providers.model_names]))
+            raise invalid(f"model {request.model!r} cannot be fine-tuned; choose one of {choices}", "model")
         for param, file_id in (
             ("training_file", request.training_file),
             ("validation_file", request.validation_file),
@@ -128,6 +158,8 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
                     param,
                 )
         method = parse_method(whole_floats_to_int(json_format.MessageToDict(request.method)))
+        await self._check_adapter(request.model, method)
+        gate = await self._promotion_gate(request)
         job = JobRecord(
             id=new_id("ftjob"),
             org=request.org,
@@ -138,6 +170,7 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
             suffix=request.suffix or None,
             metadata=dict(request.metadata) or None,
             method=method,
+            eval=gate.model_dump(exclude_none=True) if gate else None,
         )
         await self.bus.jobs.create(job.org, job.id, job)
         await self.bus.publish_event(
@@ -146,16 +179,65 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         self._spawn(self.validate_and_enqueue(job.org, job.id))
         return job_to_proto(job)
 
+    async def _promotion_gate(self, request) -> PromotionGate | None:
+        """The job's `eval`: an existing eval of the org, thresholds over its criteria, and a file
+        to run it over (the validation file unless the gate names one)."""
+        if not request.eval_json:
+            return None
+        try:
+            gate = parse_gate(json.loads(request.eval_json))
+            if gate.testing_criteria is not None:
+                raise GateError("an eval_id (inline criteria become an eval first)", "eval.eval_id")
+            eval_record = await self.bus.eval_defs.get(request.org, gate.eval_id)
+            if eval_record is None:
+                raise GateError(f"no eval {gate.eval_id!r}", "eval.eval_id")
+            check_thresholds(gate, [c.get("name", "") for c in eval_record.testing_criteria])
+        except ValueError as exc:  # GateError, or JSON that does not parse
+            raise invalid(getattr(exc, "message", str(exc)), getattr(exc, "param", "eval")) from None
+        file_id = gate.file_id or request.validation_file
+        if not file_id:
+            raise invalid("give eval.file_id, or a validation_file to evaluate on", "eval.file_id")
+        if gate.file_id and await self.bus.files.get(request.org, gate.file_id) is None:
+            raise not_found(f"no file {gate.file_id!r}", "eval.file_id")
+        if gate.compare_to not in (None, "base", *CATALOG):
+            parsed = parse_model_id(gate.compare_to)
+            other = await self.bus.models.get(request.org, model_key_id(*parsed)) if parsed else None
+            if other is None or other.id != gate.compare_to:
+                raise not_found(f"no model {gate.compare_to!r}", "eval.compare_to")
+        return gate
+
+    async def _check_adapter(self, model: str, method: dict) -> None:
+        """A LoRA setting the base model cannot take is a 400 now, when the model is at hand
+        (built in the cache); otherwise the worker checks it before loading the weights."""
+        if self.model_cache is None or not (self.model_cache / model / "config.json").exists():
+            return
+        from tunery_trainer.model_setup import ConfigError, check_adapter_config
+
+        try:
+            await asyncio.to_thread(
+                check_adapter_config, self.model_cache / model, hyperparameters_of(method), self.max_lora_rank
+            )
+        except ConfigError as exc:
+            raise invalid(exc.message, exc.param, "invalid_hyperparameters") from None
+
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def resume_pending(self) -> None:
-        """After a restart: jobs left in validating_files are validated (again)."""
+        """After a restart: jobs left in validating_files are validated (again), and queued jobs
+        are put on the queue again, in case a crash came between a resume and its enqueue (a
+        duplicate message finds the job's lease, a paused or a final job and is dropped)."""
         for job in await self.bus.jobs.list():
             if job.status == "validating_files":
                 self._spawn(self.validate_and_enqueue(job.org, job.id))
+            elif job.status == "queued":
+                await self._enqueue(job.org, job.id)
+
+    async def _enqueue(self, org: str, job_id: str, msg_id: str | None = None) -> None:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self.bus.js.publish(TRAIN_SUBJECT, JobRef(org, job_id).encode(), headers=headers)
 
     async def validate_and_enqueue(self, org: str, job_id: str) -> None:
         job = await self.bus.jobs.get(org, job_id)
@@ -176,9 +258,7 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         current = await self.bus.jobs.get(org, job_id)
         if current is None or current.status != "validating_files":
             return  # cancelled meanwhile
-        await self.bus.js.publish(
-            TRAIN_SUBJECT, JobRef(org, job_id).encode(), headers={"Nats-Msg-Id": job_id}
-        )
+        await self._enqueue(org, job_id, msg_id=job_id)
 
         def to_queued(rec: JobRecord):
             return rec.model_copy(update={"status": "queued"}) if rec.status == "validating_files" else None
@@ -191,6 +271,8 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
 
     async def _validation_error(self, job: JobRecord) -> JobError | None:
         deadline = time.monotonic() + self.validation_timeout_s
+        kind = method_type(job.method)
+        wanted = DATA_FORMATS[kind]
         for param, file_id in (
             ("training_file", job.training_file),
             ("validation_file", job.validation_file),
@@ -198,7 +280,11 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
             if not file_id:
                 continue
             request = dataprep_pb2.ValidateFileRequest(
-                org=job.org, file_id=file_id, model=job.model, training=param == "training_file"
+                org=job.org,
+                file_id=file_id,
+                # data-prep knows local models only; the provider checks its own again
+                model=job.model if job.model in CATALOG else DEFAULT_BASE_MODEL,
+                training=param == "training_file",
             )
             while True:
                 try:
@@ -211,6 +297,12 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
                     if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(1)
+            if report.n_examples and report.format and report.format != wanted:
+                message = (
+                    f"a {kind!r} job needs a {param.replace('_', ' ')} in {wanted} format "
+                    f"({FORMAT_SHAPES[wanted]}); {file_id} is in {report.format} format"
+                )
+                return JobError(code=f"invalid_{param}", message=message, param=param)
             if report.n_errors:
                 first = report.errors[0].message
                 more = f" (and {report.n_errors - 1} more errors)" if report.n_errors > 1 else ""
@@ -249,6 +341,58 @@ class TrainerControl(trainer_pb2_grpc.TrainerServicer):
         job = await self.bus.jobs.mutate(request.org, request.id, to_cancelled)
         await self.bus.publish_event(make_event("job", job.id, job.org, "cancelled", "Job cancelled"))
         return job_to_proto(job)
+
+    async def _pause(self, request) -> trainer_pb2.Job:
+        await self._get(request.org, request.id)
+
+        def to_paused(rec: JobRecord):
+            if rec.status not in PAUSABLE:
+                raise conflict(f"job {rec.id} is {rec.status}; only a running or queued job can be paused")
+            return rec.model_copy(update={"status": "paused"})
+
+        job = await self.bus.jobs.mutate(request.org, request.id, to_paused)
+        # A running worker sees the status through its watch on the record, saves a checkpoint and
+        # lets the job go; a queued job's message is dropped by the worker that receives it.
+        await self.bus.publish_event(
+            make_event("job", job.id, job.org, "paused", "Job paused; resume it to continue")
+        )
+        return job_to_proto(job)
+
+    async def _resume(self, request) -> trainer_pb2.Job:
+        await self._get(request.org, request.id)
+
+        def to_queued(rec: JobRecord):
+            if rec.status != "paused":
+                raise conflict(f"job {rec.id} is {rec.status}; only a paused job can be resumed")
+            return rec.model_copy(update={"status": "queued"})
+
+        job = await self.bus.jobs.mutate(request.org, request.id, to_queued)
+        # Queued before enqueued: a worker drops a message of a paused job.
+        try:
+            await self._enqueue(job.org, job.id)
+        except Exception as exc:
+            await self.bus.jobs.mutate(
+                job.org,
+                job.id,
+                lambda rec: rec.model_copy(update={"status": "paused"}) if rec.status == "queued" else None,
+            )
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {exc}") from exc
+        checkpoint = resume_point(job)
+        where = f"its checkpoint at step {checkpoint.step_number}" if checkpoint else "its start"
+        await self.bus.publish_event(
+            make_event("job", job.id, job.org, "queued", f"Job resumed; queued to continue from {where}")
+        )
+        return job_to_proto(job)
+
+    async def _checkpoints(self, request) -> trainer_pb2.ListJobCheckpointsResponse:
+        job = await self.bus.jobs.get(request.org, request.id)
+        if job is None:
+            raise not_found(f"no fine-tuning job {request.id!r}", "fine_tuning_job_id")
+        newest_first = list(reversed(job.checkpoints))
+        page, has_more = paginate(newest_first, request.page.after, request.page.limit)
+        return trainer_pb2.ListJobCheckpointsResponse(
+            checkpoints=[checkpoint_to_proto(job.id, c) for c in page], has_more=has_more
+        )
 
     async def _events(self, request) -> trainer_pb2.ListJobEventsResponse:
         await self._get(request.org, request.id)

@@ -1,1 +1,1 @@
-"""Inference engines: run chat completions over a base model and its LoRA adapters."""
+"""Inference engines: chat and text completions over a base model and its LoRA adapters."""

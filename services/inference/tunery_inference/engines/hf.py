@@ -1,251 +1,238 @@
-"""Chat completions with Hugging Face transformers and PEFT LoRA adapters.
+"""Chat and text completions with Hugging Face transformers and PEFT LoRA adapters.
 
 The portable engine: any machine with torch runs it. Decoding is a hand-written token loop over the
-KV cache rather than `model.generate`, so that one code path serves plain and streamed completions,
-stop strings are honoured while streaming, sampling uses a per-request RNG (a seed reproduces a
-completion without touching torch's global RNG), and an abandoned stream stops at the next token.
+KV cache rather than `model.generate` (engines.batcher): requests join and leave one running batch
+between steps, rows of one batch may use different adapters, one code path serves plain and
+streamed completions, stop strings are honoured while streaming, each sequence samples with its
+own state (seed, penalties, logit bias, grammar, logprobs), and an abandoned stream leaves the
+batch at the next step. The `n` choices of a prompt share one prefill.
 """
 
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 
+import jinja2
 import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
+
+from tunery_inference.engines.base import Prompt
+from tunery_inference.engines.batcher import DecodeLoop, Request, Row
+from tunery_inference.engines.choice_text import ChoiceText
+from tunery_inference.engines.choice_text import Detokenizer as _Detokenizer
+from tunery_inference.engines.constrained import Grammars
+from tunery_inference.engines.errors import RequestError
+from tunery_inference.engines.lora_residency import AdapterResidency
+from tunery_inference.engines.outputs import Choice, Completion, Delta
+from tunery_inference.engines.sampling import GenerationParams, ResponseFormat, SequenceSampler
+from tunery_inference.engines.vocabulary import Vocabulary
+
+# What callers of this engine need, importable from here too.
+__all__ = ["Completion", "GenerationParams", "HFEngine", "RequestError", "ResponseFormat", "_Detokenizer"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GenerationParams:
-    max_tokens: int = 256  # clamped to the model's context minus the prompt
-    temperature: float = 1.0  # 0 means greedy
-    top_p: float = 1.0
-    seed: int | None = None  # makes sampling reproducible
-    stop: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, not {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must not be negative, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
 class HFEngine:
-    """One base model in memory with any number of LoRA adapters, one generation at a time."""
+    """One base model in memory with LoRA adapters, decoding every request in one running batch."""
 
-    def __init__(self, model_dir: Path, device: str | None = None):
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str | None = None,
+        *,
+        max_batch: int = 64,
+        prefill_chunk: int = 512,
+        max_loras: int = 8,
+        max_cpu_loras: int = 32,
+    ):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         with _no_progress_bars():
             self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        # Wrapped in a PeftModel once the first adapter is loaded, unwrapped when the last goes.
-        self._model: torch.nn.Module = model.to(self.device).eval()
+        model = model.to(self.device).eval()
         self.context_length: int = model.config.max_position_embeddings
         eos = model.generation_config.eos_token_id
         # Chat models end a turn with a token (<|im_end|>) that the generation config may list
         # beside the tokenizer's own eos.
         self._eos_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
-        # The adapter selection is state of the shared model: generations and adapter changes take turns.
-        # A Lock, not an RLock: a stream may be closed from another thread than the one that started it.
-        self._lock = threading.Lock()
+        self.vocab_size: int = model.get_output_embeddings().out_features  # the width of the logits
+        self.vocabulary = Vocabulary(self.tokenizer, self.vocab_size, self._eos_ids)
+        self.grammars = Grammars(self.vocabulary)
+        # Held by the decode loop for each step and by adapter changes: the model changes only
+        # between steps. Whoever holds it holds the batch still (requests queue up meanwhile).
+        self.model_lock = model_lock = threading.RLock()
+        self.adapters = AdapterResidency(model, model_lock, max_loras, max_cpu_loras)
+        adapters = self.adapters  # not self: the loop thread must not keep the engine alive
+        self._loop = DecodeLoop(
+            lambda: (adapters.model, adapters.version), model_lock, self.device, max_batch, prefill_chunk
+        )
         log.info("loaded %s on %s (%s)", model_dir, self.device, dtype)
+
+    @property
+    def peak_batch(self) -> int:
+        """The most sequences decoded together so far."""
+        return self._loop.peak_rows
+
+    def close(self) -> None:
+        """Ends the decode loop thread (after the requests it has)."""
+        self._loop.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_loop"):
+            self._loop.close()
 
     # -- adapters ---------------------------------------------------------------------------------
 
     def load_adapter(self, name: str, adapter_dir: Path) -> None:
-        """Load a PEFT LoRA adapter folder under `name`; a name already loaded is left as it is."""
-        with self._lock:
-            if self.has_adapter(name):
-                return
-            with _no_progress_bars():
-                if isinstance(self._model, PeftModel):
-                    self._model.load_adapter(adapter_dir, adapter_name=name)
-                else:
-                    self._model = PeftModel.from_pretrained(self._model, adapter_dir, adapter_name=name)
+        """Load a PEFT LoRA adapter folder under `name`; a name already loaded is left as it is.
+        It may be evicted later (least recently used); a request for it then loads it again."""
+        if self.adapters.known(name):
+            return
+        self.adapters.register(name, adapter_dir)
+        self.adapters.acquire(name)
+        self.adapters.release(name)
         log.info("loaded adapter %s from %s", name, adapter_dir)
 
     def remove_adapter(self, name: str) -> None:
-        with self._lock:
-            self._require_adapter(name)
-            names = list(self._model.peft_config)
-            if names == [name]:
-                # PEFT cannot run a PeftModel without adapters: restore the plain base model.
-                self._model = self._model.unload()
-            else:
-                # Switch away first; deleting the active adapter makes PEFT warn.
-                self._model.set_adapter(next(n for n in names if n != name))
-                self._model.delete_adapter(name)
+        self.adapters.forget(name)
         log.info("removed adapter %s", name)
 
     def has_adapter(self, name: str) -> bool:
-        return isinstance(self._model, PeftModel) and name in self._model.peft_config
+        """Whether requests may name the adapter (it is loaded, or loads on demand)."""
+        return self.adapters.known(name)
 
     # -- generation -------------------------------------------------------------------------------
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
-        return len(self._prompt_ids(messages))
+        return len(self._chat_prompt_ids(messages, None))
 
-    def generate(self, messages: list[dict], adapter: str | None, params: GenerationParams) -> Completion:
-        *_, completion = self.stream(messages, adapter, params)
+    def generate(
+        self,
+        prompt: Prompt,
+        adapter: str | None,
+        params: GenerationParams,
+        tools: list[dict] | None = None,
+    ) -> Completion:
+        *_, completion = self.stream(prompt, adapter, params, tools)
         assert isinstance(completion, Completion)
         return completion
 
     def stream(
-        self, messages: list[dict], adapter: str | None, params: GenerationParams
-    ) -> Iterator[str | Completion]:
-        """Text deltas, then the Completion. Bad requests raise here, before the first delta."""
-        self._require_adapter(adapter)
-        prompt_ids = self._prompt_ids(messages)
+        self,
+        prompt: Prompt,
+        adapter: str | None,
+        params: GenerationParams,
+        tools: list[dict] | None = None,
+    ) -> Iterator[Delta | Choice | Completion]:
+        """Each choice's text deltas and then the Choice, choice after choice, then the Completion.
+
+        `prompt` is chat messages (rendered with the model's chat template, `tools` included) or
+        raw text. Bad requests raise here, before the first delta: RequestError naming the
+        parameter, KeyError for an adapter that is not loaded. Decoding starts at once, in the
+        running batch; closing or dropping the iterator takes the request out of it.
+        """
+        if isinstance(prompt, str):
+            if tools:
+                raise RequestError("tools need chat messages", "tools")
+            prompt_ids, param = self._text_prompt_ids(prompt), "prompt"
+        else:
+            prompt_ids, param = self._chat_prompt_ids(prompt, tools), "messages"
         room = self.context_length - len(prompt_ids)
         if room < 1:
-            raise ValueError(
-                f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_length}"
+            raise RequestError(
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_length}",
+                param,
+                "context_length_exceeded",
             )
-        return self._locked_stream(prompt_ids, adapter, params, min(params.max_tokens, room))
+        if params.logit_bias and max(params.logit_bias) >= self.vocab_size:
+            raise RequestError(
+                f"logit_bias names token {max(params.logit_bias)}; the vocabulary has {self.vocab_size}",
+                "logit_bias",
+            )
+        fmt = params.response_format
+        constraints = [self.grammars.constraint(fmt.type, fmt.json_schema) for _ in range(params.n)]
+        max_new = min(params.max_tokens, room)
+        rows = []
+        for index, constraint in enumerate(constraints):
+            sampler = SequenceSampler(params, params.choice_seed(index), self.device, constraint)
+            text = ChoiceText(index, self.tokenizer, self.vocabulary, self._eos_ids, sampler)
+            rows.append(Row(sampler, text, max_new))
+        if adapter is not None:
+            self._acquire(adapter)  # pinned (loaded if it was evicted) until the request is done
+        request = Request(prompt_ids, adapter, rows, on_done=_once(lambda: self._release(adapter)))
+        self._loop.submit(request)
+        stream = _outputs(request)
+        weakref.finalize(stream, request.cancel)  # a stream dropped before it started
+        return stream
 
-    def _locked_stream(
-        self, prompt_ids: list[int], adapter: str | None, params: GenerationParams, max_new: int
-    ) -> Iterator[str | Completion]:
-        # Closing the generator (or dropping it) runs these exits, so an abandoned stream frees the model.
-        with self._lock, self._adapter_context(adapter):
-            yield from self._decode(prompt_ids, params, max_new)
+    def _acquire(self, adapter: str) -> None:
+        try:
+            self.adapters.acquire(adapter)
+        except (OSError, ValueError) as exc:  # its folder went away (PEFT: ValueError), the model was deleted
+            self.adapters.forget(adapter)
+            raise KeyError(f"adapter {adapter!r} is no longer available: {exc}") from None
 
-    def _adapter_context(self, adapter: str | None) -> AbstractContextManager:
-        if adapter is None:
-            return self._model.disable_adapter() if isinstance(self._model, PeftModel) else nullcontext()
-        self._require_adapter(adapter)  # again: it may have been removed while this request waited
-        self._model.set_adapter(adapter)
-        return nullcontext()
+    def _release(self, adapter: str | None) -> None:
+        if adapter is not None:
+            self.adapters.release(adapter)
 
-    def _decode(
-        self, prompt_ids: list[int], params: GenerationParams, max_new: int
-    ) -> Iterator[str | Completion]:
-        stops = [s for s in params.stop if s]
-        detokenizer = _Detokenizer(self.tokenizer)
-        text, sent, finish, generated = "", 0, "length", 0
-        cut: int | None = None
-        for token in self._sample(prompt_ids, params, max_new):
-            generated += 1
-            if token in self._eos_ids:
-                finish = "stop"
-                break
-            text += detokenizer.push(token)
-            cut = _find_stop(text, stops, sent)
-            if cut is not None:
-                break
-            # Hold back a tail that may be the start of a stop string: it must never reach the client.
-            end = len(text) - _stop_prefix_len(text, stops)
-            if end > sent:
-                yield text[sent:end]
-                sent = end
-        if cut is None:
-            text += detokenizer.flush()
-            cut = _find_stop(text, stops, sent)
-        if cut is not None:
-            text, finish = text[:cut], "stop"
-        if len(text) > sent:
-            yield text[sent:]
-        yield Completion(text, finish, len(prompt_ids), generated)
+    def _chat_prompt_ids(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
+        text = self._render(messages, tools)
+        if tools and text == self._render(messages, None):
+            raise RequestError(
+                "this model's chat template does not support tools: they would not reach the model",
+                "tools",
+            )
+        # As apply_chat_template tokenizes: the template writes the special tokens itself.
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _sample(self, prompt_ids: list[int], params: GenerationParams, max_new: int) -> Iterator[int]:
-        """Token ids, one forward pass each, reusing the KV cache."""
-        generator = torch.Generator(self.device)
-        if params.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(params.seed)
-        inputs = torch.tensor([prompt_ids], device=self.device)
-        cache = DynamicCache(config=self._model.config)  # filled in place by each forward pass
-        for _ in range(max_new):
-            with torch.inference_mode():
-                # transformers 5.24 renamed the `past_key_values` argument to `cache`.
-                out = self._model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            token = _pick(out.logits[0, -1], params, generator)
-            yield token
-            inputs = torch.tensor([[token]], device=self.device)
+    def _render(self, messages: list[dict], tools: list[dict] | None) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tools=tools or None, add_generation_prompt=True, tokenize=False
+            )
+        except jinja2.TemplateError as exc:  # e.g. roles that must alternate, raised by the template
+            raise RequestError(f"the model's chat template refused the messages: {exc}", "messages") from None
 
-    def _prompt_ids(self, messages: list[dict]) -> list[int]:
-        # transformers 5 returns a BatchEncoding here unless asked for the bare ids.
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-
-    def _require_adapter(self, name: str | None) -> None:
-        if name is not None and not self.has_adapter(name):
-            raise KeyError(f"adapter {name!r} is not loaded")
+    def _text_prompt_ids(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt)  # with the tokenizer's BOS, where it adds one
+        if not ids:
+            raise RequestError("the prompt is empty", "prompt")
+        return ids
 
 
-def _pick(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator) -> int:
-    if params.temperature == 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1:
-        # Nucleus sampling: keep the most likely tokens until their mass reaches top_p.
-        sorted_probs, order = probs.sort(descending=True)
-        probs[order[sorted_probs.cumsum(-1) - sorted_probs >= params.top_p]] = 0
-    return int(torch.multinomial(probs, 1, generator=generator))
+def _outputs(request: Request) -> Iterator[Delta | Choice | Completion]:
+    """The request's items in the documented order: choice after choice, then the Completion."""
+    choices = []
+    try:
+        for row in request.rows:
+            while True:
+                item = row.out.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, Choice):
+                    choices.append(item)
+                    break
+        yield Completion(choices, len(request.prompt_ids))
+    finally:
+        request.cancel()  # the client went away, or nothing is left to do
 
 
-def _find_stop(text: str, stops: list[str], start: int) -> int | None:
-    """Where the earliest stop string begins. Text before `start` was sent, so no match starts there."""
-    found = [i for s in stops if (i := text.find(s, start)) >= 0]
-    return min(found, default=None)
+def _once(action):
+    done = threading.Lock()
 
+    def run() -> None:
+        if done.acquire(blocking=False):
+            action()
 
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """The length of the longest tail of `text` that a stop string begins with."""
-    return max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
-
-
-class _Detokenizer:
-    """Token ids to text deltas at constant cost per token.
-
-    Re-decoding all ids at every step is quadratic, and decoding each token alone is wrong: a token's
-    text depends on its neighbours (a leading space, a character split over byte tokens). So each step
-    decodes a short window of recent ids and emits what the newest ones added (as TGI and vLLM do).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase):
-        self._tokenizer = tokenizer
-        self._ids: list[int] = []
-        self._start = 0  # the window begins here
-        self._read = 0  # ids before this are already turned into text
-
-    def push(self, token_id: int) -> str:
-        self._ids.append(token_id)
-        return self._delta(final=False)
-
-    def flush(self) -> str:
-        """The rest, even a character whose bytes the output stopped in the middle of."""
-        return self._delta(final=True)
-
-    def _delta(self, final: bool) -> str:
-        before = self._decode(self._ids[self._start : self._read])
-        after = self._decode(self._ids[self._start :])
-        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
-            return ""  # nothing yet, or half a UTF-8 character: wait for the next token
-        self._start, self._read = self._read, len(self._ids)
-        return after[len(before) :]
-
-    def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return run
 
 
 @contextmanager

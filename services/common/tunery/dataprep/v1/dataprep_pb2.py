@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tunery/dataprep/v1/dataprep.proto\x12\x12tunery.dataprep.v1\"T\n\x13ValidateFileRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08training\x18\x04 \x01(\x08\"L\n\x0fValidationError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\"\x9d\x01\n\x10ValidationReport\x12\x12\n\nn_examples\x18\x01 \x01(\x03\x12\x10\n\x08n_errors\x18\x02 \x01(\x03\x12\x33\n\x06\x65rrors\x18\x03 \x03(\x0b\x32#.tunery.dataprep.v1.ValidationError\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x18\n\x10\x61ssistant_tokens\x18\x05 \x01(\x03\"o\n\x16ValidateDatasetRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x1a\n\x12validation_file_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\"\xb9\x01\n\rDatasetReport\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x12\n\nn_examples\x18\x02 \x01(\x03\x12\x10\n\x08n_errors\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x62illing_tokens\x18\x05 \x01(\x03\x12\x10\n\x08n_epochs\x18\x06 \x01(\x03\x12 \n\x18\x65stimated_trained_tokens\x18\x07 \x01(\x03\x12\x12\n\nn_warnings\x18\x08 \x01(\x03\"\xf5\x01\n\x13\x45stimateCostRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x12\n\nn_examples\x18\x03 \x01(\x03\x12\x1a\n\x12tokens_per_example\x18\x04 \x01(\x03\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\x08n_epochs\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10requests_per_day\x18\x07 \x01(\x03\x12 \n\x18input_tokens_per_request\x18\x08 \x01(\x03\x12!\n\x19output_tokens_per_request\x18\t \x01(\x03\x42\x0b\n\t_n_epochs\"F\n\x0c\x43ostEstimate\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x16\n\x0etrained_tokens\x18\x02 \x01(\x03\x12\x10\n\x08n_epochs\x18\x03 \x01(\x03\x32\xa6\x02\n\x08\x44\x61taPrep\x12]\n\x0cValidateFile\x12\'.tunery.dataprep.v1.ValidateFileRequest\x1a$.tunery.dataprep.v1.ValidationReport\x12`\n\x0fValidateDataset\x12*.tunery.dataprep.v1.ValidateDatasetRequest\x1a!.tunery.dataprep.v1.DatasetReport\x12Y\n\x0c\x45stimateCost\x12\'.tunery.dataprep.v1.EstimateCostRequest\x1a .tunery.dataprep.v1.CostEstimateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tunery/dataprep/v1/dataprep.proto\x12\x12tunery.dataprep.v1\"T\n\x13ValidateFileRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08training\x18\x04 \x01(\x08\"L\n\x0fValidationError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\"\xad\x01\n\x10ValidationReport\x12\x12\n\nn_examples\x18\x01 \x01(\x03\x12\x10\n\x08n_errors\x18\x02 \x01(\x03\x12\x33\n\x06\x65rrors\x18\x03 \x03(\x0b\x32#.tunery.dataprep.v1.ValidationError\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x18\n\x10\x61ssistant_tokens\x18\x05 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\"o\n\x16ValidateDatasetRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x1a\n\x12validation_file_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\"\xb9\x01\n\rDatasetReport\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x12\n\nn_examples\x18\x02 \x01(\x03\x12\x10\n\x08n_errors\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x62illing_tokens\x18\x05 \x01(\x03\x12\x10\n\x08n_epochs\x18\x06 \x01(\x03\x12 \n\x18\x65stimated_trained_tokens\x18\x07 \x01(\x03\x12\x12\n\nn_warnings\x18\x08 \x01(\x03\"\xf5\x01\n\x13\x45stimateCostRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x12\n\nn_examples\x18\x03 \x01(\x03\x12\x1a\n\x12tokens_per_example\x18\x04 \x01(\x03\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\x08n_epochs\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10requests_per_day\x18\x07 \x01(\x03\x12 \n\x18input_tokens_per_request\x18\x08 \x01(\x03\x12!\n\x19output_tokens_per_request\x18\t \x01(\x03\x42\x0b\n\t_n_epochs\"F\n\x0c\x43ostEstimate\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x16\n\x0etrained_tokens\x18\x02 \x01(\x03\x12\x10\n\x08n_epochs\x18\x03 \x01(\x03\x32\xa6\x02\n\x08\x44\x61taPrep\x12]\n\x0cValidateFile\x12\'.tunery.dataprep.v1.ValidateFileRequest\x1a$.tunery.dataprep.v1.ValidationReport\x12`\n\x0fValidateDataset\x12*.tunery.dataprep.v1.ValidateDatasetRequest\x1a!.tunery.dataprep.v1.DatasetReport\x12Y\n\x0c\x45stimateCost\x12\'.tunery.dataprep.v1.EstimateCostRequest\x1a .tunery.dataprep.v1.CostEstimateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATIONERROR']._serialized_start=143
   _globals['_VALIDATIONERROR']._serialized_end=219
   _globals['_VALIDATIONREPORT']._serialized_start=222
-  _globals['_VALIDATIONREPORT']._serialized_end=379
-  _globals['_VALIDATEDATASETREQUEST']._serialized_start=381
-  _globals['_VALIDATEDATASETREQUEST']._serialized_end=492
-  _globals['_DATASETREPORT']._serialized_start=495
-  _globals['_DATASETREPORT']._serialized_end=680
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=683
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=928
-  _globals['_COSTESTIMATE']._serialized_start=930
-  _globals['_COSTESTIMATE']._serialized_end=1000
-  _globals['_DATAPREP']._serialized_start=1003
-  _globals['_DATAPREP']._serialized_end=1297
+  _globals['_VALIDATIONREPORT']._serialized_end=395
+  _globals['_VALIDATEDATASETREQUEST']._serialized_start=397
+  _globals['_VALIDATEDATASETREQUEST']._serialized_end=508
+  _globals['_DATASETREPORT']._serialized_start=511
+  _globals['_DATASETREPORT']._serialized_end=696
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=699
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=944
+  _globals['_COSTESTIMATE']._serialized_start=946
+  _globals['_COSTESTIMATE']._serialized_end=1016
+  _globals['_DATAPREP']._serialized_start=1019
+  _globals['_DATAPREP']._serialized_end=1313
 # @@protoc_insertion_point(module_scope)

@@ -31,18 +31,20 @@ class ValidationError(_message.Message):
     def __init__(self, line: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("n_examples", "n_errors", "errors", "total_tokens", "assistant_tokens")
+    __slots__ = ("n_examples", "n_errors", "errors", "total_tokens", "assistant_tokens", "format")
     N_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     N_ERRORS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     n_examples: int
     n_errors: int
     errors: _containers.RepeatedCompositeFieldContainer[ValidationError]
     total_tokens: int
     assistant_tokens: int
-    def __init__(self, n_examples: _Optional[int] = ..., n_errors: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ValidationError, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., assistant_tokens: _Optional[int] = ...) -> None: ...
+    format: str
+    def __init__(self, n_examples: _Optional[int] = ..., n_errors: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ValidationError, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., assistant_tokens: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
 
 class ValidateDatasetRequest(_message.Message):
     __slots__ = ("org", "file_id", "validation_file_id", "model", "task")

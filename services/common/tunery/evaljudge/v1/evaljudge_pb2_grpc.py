@@ -60,6 +60,61 @@ class EvalJudgeStub:
                 request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.SerializeToString,
                 response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateEval = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/CreateEval',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.GetEval = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/GetEval',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.ListEvals = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/ListEvals',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalsRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+                _registered_method=True)
+        self.DeleteEval = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/DeleteEval',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.CreateEvalRun = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/CreateEvalRun',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRunRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.GetEvalRun = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/GetEvalRun',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.ListEvalRuns = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/ListEvalRuns',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunsRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+                _registered_method=True)
+        self.CancelEvalRun = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/CancelEvalRun',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.ListEvalRunOutputItems = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/ListEvalRunOutputItems',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunOutputItemsRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+                _registered_method=True)
+        self.CompareEvalRuns = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/CompareEvalRuns',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CompareEvalRunsRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+                _registered_method=True)
+        self.GetEvalRunReport = channel.unary_unary(
+                '/tunery.evaljudge.v1.EvalJudge/GetEvalRunReport',
+                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunReportRequest.SerializeToString,
+                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalRunReport.FromString,
+                _registered_method=True)
 
 
 class EvalJudgeServicer:
@@ -99,6 +154,75 @@ class EvalJudgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEval(self, request, context):
+        """Evals (OpenAI's Evals API): an eval holds the item schema and testing criteria; a run grades
+        a data source (pre-filled samples, or a model's completions) on eval workers.
+        Free-form parts (schemas, grader configs, data sources, results) travel as JSON documents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEvalRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvalRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvalRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEvalRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvalRunOutputItems(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareEvalRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvalRunReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvalJudgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +250,61 @@ def add_EvalJudgeServicer_to_server(servicer, server):
                     servicer.ListQuickEvalEvents,
                     request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.FromString,
                     response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.SerializeToString,
+            ),
+            'CreateEval': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEval,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'GetEval': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEval,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'ListEvals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvals,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalsRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.SerializeToString,
+            ),
+            'DeleteEval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEval,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'CreateEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEvalRun,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRunRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'GetEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvalRun,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'ListEvalRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvalRuns,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunsRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.SerializeToString,
+            ),
+            'CancelEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEvalRun,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'ListEvalRunOutputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvalRunOutputItems,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunOutputItemsRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.SerializeToString,
+            ),
+            'CompareEvalRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareEvalRuns,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CompareEvalRunsRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.SerializeToString,
+            ),
+            'GetEvalRunReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvalRunReport,
+                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunReportRequest.FromString,
+                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalRunReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +443,303 @@ class EvalJudge:
             '/tunery.evaljudge.v1.EvalJudge/ListQuickEvalEvents',
             tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.SerializeToString,
             tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/CreateEval',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/GetEval',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/ListEvals',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalsRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/DeleteEval',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/CreateEvalRun',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRunRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/GetEvalRun',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvalRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/ListEvalRuns',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunsRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/CancelEvalRun',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvalRunOutputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/ListEvalRunOutputItems',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListEvalRunOutputItemsRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocumentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareEvalRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/CompareEvalRuns',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CompareEvalRunsRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvalRunReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.evaljudge.v1.EvalJudge/GetEvalRunReport',
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetEvalRunReportRequest.SerializeToString,
+            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.EvalRunReport.FromString,
             options,
             channel_credentials,
             insecure,

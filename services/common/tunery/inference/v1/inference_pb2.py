@@ -25,27 +25,45 @@ _sym_db = _symbol_database.Default()
 from tunery.common.v1 import common_pb2 as tunery_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tunery/inference/v1/inference.proto\x12\x13tunery.inference.v1\x1a\x1dtunery/common/v1/common.proto\"\xfe\x01\n\x15\x43hatCompletionRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x03(\x0b\x32\x1d.tunery.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x94\x01\n\x16\x43hatCompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.tunery.common.v1.Usage\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\"\x8f\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.tunery.common.v1.Usage\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\"V\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\" \n\x11ListModelsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.tunery.inference.v1.Model\"*\n\x0fGetModelRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t2\x93\x03\n\tInference\x12i\n\x0e\x43hatCompletion\x12*.tunery.inference.v1.ChatCompletionRequest\x1a+.tunery.inference.v1.ChatCompletionResponse\x12n\n\x14StreamChatCompletion\x12*.tunery.inference.v1.ChatCompletionRequest\x1a(.tunery.inference.v1.ChatCompletionChunk0\x01\x12]\n\nListModels\x12&.tunery.inference.v1.ListModelsRequest\x1a\'.tunery.inference.v1.ListModelsResponse\x12L\n\x08GetModel\x12$.tunery.inference.v1.GetModelRequest\x1a\x1a.tunery.inference.v1.Modelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tunery/inference/v1/inference.proto\x12\x13tunery.inference.v1\x1a\x1dtunery/common/v1/common.proto\"\xb9\x04\n\x15\x43hatCompletionRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x03(\x0b\x32\x1d.tunery.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\t\n\x01n\x18\t \x01(\x05\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12M\n\nlogit_bias\x18\x0c \x03(\x0b\x32\x39.tunery.inference.v1.ChatCompletionRequest.LogitBiasEntry\x12\x10\n\x08logprobs\x18\r \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0e \x01(\x05\x12<\n\x0fresponse_format\x18\x0f \x01(\x0b\x32#.tunery.inference.v1.ResponseFormat\x12\x12\n\ntools_json\x18\x11 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x92\x04\n\x15TextCompletionRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x03(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\t\n\x01n\x18\t \x01(\x05\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12M\n\nlogit_bias\x18\x0c \x03(\x0b\x32\x39.tunery.inference.v1.TextCompletionRequest.LogitBiasEntry\x12\x10\n\x08logprobs\x18\r \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0e \x01(\x05\x12<\n\x0fresponse_format\x18\x0f \x01(\x0b\x32#.tunery.inference.v1.ResponseFormat\x12\x0c\n\x04\x65\x63ho\x18\x10 \x01(\x08\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"3\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\"\x89\x01\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12\x35\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x1f.tunery.inference.v1.TopLogprob\x12\x13\n\x0btext_offset\x18\x05 \x01(\x05\"q\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x33\n\x08logprobs\x18\x04 \x03(\x0b\x32!.tunery.inference.v1.TokenLogprob\"\xbe\x01\n\x12\x43ompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.tunery.common.v1.Usage\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\x12,\n\x07\x63hoices\x18\x07 \x03(\x0b\x32\x1b.tunery.inference.v1.Choice\"\xcf\x01\n\x0f\x43ompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.tunery.common.v1.Usage\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\x12\r\n\x05index\x18\x07 \x01(\x05\x12\x33\n\x08logprobs\x18\x08 \x03(\x0b\x32!.tunery.inference.v1.TokenLogprob\"V\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\" \n\x11ListModelsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.tunery.inference.v1.Model\"*\n\x0fGetModelRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t2\xde\x04\n\tInference\x12\x65\n\x0e\x43hatCompletion\x12*.tunery.inference.v1.ChatCompletionRequest\x1a\'.tunery.inference.v1.CompletionResponse\x12j\n\x14StreamChatCompletion\x12*.tunery.inference.v1.ChatCompletionRequest\x1a$.tunery.inference.v1.CompletionChunk0\x01\x12\x65\n\x0eTextCompletion\x12*.tunery.inference.v1.TextCompletionRequest\x1a\'.tunery.inference.v1.CompletionResponse\x12j\n\x14StreamTextCompletion\x12*.tunery.inference.v1.TextCompletionRequest\x1a$.tunery.inference.v1.CompletionChunk0\x01\x12]\n\nListModels\x12&.tunery.inference.v1.ListModelsRequest\x1a\'.tunery.inference.v1.ListModelsResponse\x12L\n\x08GetModel\x12$.tunery.inference.v1.GetModelRequest\x1a\x1a.tunery.inference.v1.Modelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunery.inference.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHATCOMPLETIONREQUEST_LOGITBIASENTRY']._loaded_options = None
+  _globals['_CHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_TEXTCOMPLETIONREQUEST_LOGITBIASENTRY']._loaded_options = None
+  _globals['_TEXTCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_CHATCOMPLETIONREQUEST']._serialized_start=92
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=346
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=349
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_end=497
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=500
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=643
-  _globals['_MODEL']._serialized_start=645
-  _globals['_MODEL']._serialized_end=731
-  _globals['_LISTMODELSREQUEST']._serialized_start=733
-  _globals['_LISTMODELSREQUEST']._serialized_end=765
-  _globals['_LISTMODELSRESPONSE']._serialized_start=767
-  _globals['_LISTMODELSRESPONSE']._serialized_end=831
-  _globals['_GETMODELREQUEST']._serialized_start=833
-  _globals['_GETMODELREQUEST']._serialized_end=875
-  _globals['_INFERENCE']._serialized_start=878
-  _globals['_INFERENCE']._serialized_end=1281
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=661
+  _globals['_CHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=563
+  _globals['_CHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=611
+  _globals['_TEXTCOMPLETIONREQUEST']._serialized_start=664
+  _globals['_TEXTCOMPLETIONREQUEST']._serialized_end=1194
+  _globals['_TEXTCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=563
+  _globals['_TEXTCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=611
+  _globals['_RESPONSEFORMAT']._serialized_start=1196
+  _globals['_RESPONSEFORMAT']._serialized_end=1247
+  _globals['_TOPLOGPROB']._serialized_start=1249
+  _globals['_TOPLOGPROB']._serialized_end=1308
+  _globals['_TOKENLOGPROB']._serialized_start=1311
+  _globals['_TOKENLOGPROB']._serialized_end=1448
+  _globals['_CHOICE']._serialized_start=1450
+  _globals['_CHOICE']._serialized_end=1563
+  _globals['_COMPLETIONRESPONSE']._serialized_start=1566
+  _globals['_COMPLETIONRESPONSE']._serialized_end=1756
+  _globals['_COMPLETIONCHUNK']._serialized_start=1759
+  _globals['_COMPLETIONCHUNK']._serialized_end=1966
+  _globals['_MODEL']._serialized_start=1968
+  _globals['_MODEL']._serialized_end=2054
+  _globals['_LISTMODELSREQUEST']._serialized_start=2056
+  _globals['_LISTMODELSREQUEST']._serialized_end=2088
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2090
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2154
+  _globals['_GETMODELREQUEST']._serialized_start=2156
+  _globals['_GETMODELREQUEST']._serialized_end=2198
+  _globals['_INFERENCE']._serialized_start=2201
+  _globals['_INFERENCE']._serialized_end=2807
 # @@protoc_insertion_point(module_scope)

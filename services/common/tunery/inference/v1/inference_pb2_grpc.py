@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class InferenceStub:
-    """Chat completions over base models and the LoRA adapters trained on them.
+    """Chat and text completions over base models and the LoRA adapters trained on them.
     """
 
     def __init__(self, channel):
@@ -38,12 +38,22 @@ class InferenceStub:
         self.ChatCompletion = channel.unary_unary(
                 '/tunery.inference.v1.Inference/ChatCompletion',
                 request_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionResponse.FromString,
+                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.FromString,
                 _registered_method=True)
         self.StreamChatCompletion = channel.unary_stream(
                 '/tunery.inference.v1.Inference/StreamChatCompletion',
                 request_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionChunk.FromString,
+                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.FromString,
+                _registered_method=True)
+        self.TextCompletion = channel.unary_unary(
+                '/tunery.inference.v1.Inference/TextCompletion',
+                request_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.SerializeToString,
+                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.FromString,
+                _registered_method=True)
+        self.StreamTextCompletion = channel.unary_stream(
+                '/tunery.inference.v1.Inference/StreamTextCompletion',
+                request_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.SerializeToString,
+                response_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/tunery.inference.v1.Inference/ListModels',
@@ -58,7 +68,7 @@ class InferenceStub:
 
 
 class InferenceServicer:
-    """Chat completions over base models and the LoRA adapters trained on them.
+    """Chat and text completions over base models and the LoRA adapters trained on them.
     """
 
     def ChatCompletion(self, request, context):
@@ -68,6 +78,18 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamChatCompletion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TextCompletion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTextCompletion(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,12 +113,22 @@ def add_InferenceServicer_to_server(servicer, server):
             'ChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.ChatCompletion,
                     request_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionResponse.SerializeToString,
+                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.SerializeToString,
             ),
             'StreamChatCompletion': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamChatCompletion,
                     request_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionChunk.SerializeToString,
+                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.SerializeToString,
+            ),
+            'TextCompletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.TextCompletion,
+                    request_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.FromString,
+                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.SerializeToString,
+            ),
+            'StreamTextCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTextCompletion,
+                    request_deserializer=tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.FromString,
+                    response_serializer=tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -117,7 +149,7 @@ def add_InferenceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Inference:
-    """Chat completions over base models and the LoRA adapters trained on them.
+    """Chat and text completions over base models and the LoRA adapters trained on them.
     """
 
     @staticmethod
@@ -136,7 +168,7 @@ class Inference:
             target,
             '/tunery.inference.v1.Inference/ChatCompletion',
             tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.SerializeToString,
-            tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionResponse.FromString,
+            tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -163,7 +195,61 @@ class Inference:
             target,
             '/tunery.inference.v1.Inference/StreamChatCompletion',
             tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionRequest.SerializeToString,
-            tunery_dot_inference_dot_v1_dot_inference__pb2.ChatCompletionChunk.FromString,
+            tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TextCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.inference.v1.Inference/TextCompletion',
+            tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.SerializeToString,
+            tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTextCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tunery.inference.v1.Inference/StreamTextCompletion',
+            tunery_dot_inference_dot_v1_dot_inference__pb2.TextCompletionRequest.SerializeToString,
+            tunery_dot_inference_dot_v1_dot_inference__pb2.CompletionChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ from tunery.common.v1 import common_pb2 as tunery_dot_common_dot_v1_dot_common__
 from tunery.events.v1 import events_pb2 as tunery_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftunery/trainer/v1/trainer.proto\x12\x11tunery.trainer.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtunery/common/v1/common.proto\x1a\x1dtunery/events/v1/events.proto\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xd4\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rtraining_file\x18\x04 \x01(\t\x12\x17\n\x0fvalidation_file\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x18\n\x10\x66ine_tuned_model\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x03\x12\x16\n\x0etrained_tokens\x18\n \x01(\x03\x12\x0c\n\x04seed\x18\x0b \x01(\x03\x12\x0e\n\x06suffix\x18\x0c \x01(\t\x12\x36\n\x08metadata\x18\r \x03(\x0b\x32$.tunery.trainer.v1.Job.MetadataEntry\x12\'\n\x06method\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x1b.tunery.trainer.v1.JobError\x12\x18\n\x10\x65stimated_finish\x18\x10 \x01(\x03\x12\x14\n\x0cresult_files\x18\x11 \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa9\x02\n\x10\x43reateJobRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rtraining_file\x18\x03 \x01(\t\x12\x17\n\x0fvalidation_file\x18\x04 \x01(\t\x12\x0e\n\x06suffix\x18\x05 \x01(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x43\n\x08metadata\x18\x07 \x03(\x0b\x32\x31.tunery.trainer.v1.CreateJobRequest.MetadataEntry\x12\'\n\x06method\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"(\n\rGetJobRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"K\n\x0fListJobsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"J\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.tunery.trainer.v1.Job\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\\\n\x14ListJobEventsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"R\n\x15ListJobEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tunery.events.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x32\x97\x03\n\x07Trainer\x12H\n\tCreateJob\x12#.tunery.trainer.v1.CreateJobRequest\x1a\x16.tunery.trainer.v1.Job\x12\x42\n\x06GetJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12S\n\x08ListJobs\x12\".tunery.trainer.v1.ListJobsRequest\x1a#.tunery.trainer.v1.ListJobsResponse\x12\x45\n\tCancelJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12\x62\n\rListJobEvents\x12\'.tunery.trainer.v1.ListJobEventsRequest\x1a(.tunery.trainer.v1.ListJobEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftunery/trainer/v1/trainer.proto\x12\x11tunery.trainer.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtunery/common/v1/common.proto\x1a\x1dtunery/events/v1/events.proto\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xe7\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rtraining_file\x18\x04 \x01(\t\x12\x17\n\x0fvalidation_file\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x18\n\x10\x66ine_tuned_model\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x03\x12\x16\n\x0etrained_tokens\x18\n \x01(\x03\x12\x0c\n\x04seed\x18\x0b \x01(\x03\x12\x0e\n\x06suffix\x18\x0c \x01(\t\x12\x36\n\x08metadata\x18\r \x03(\x0b\x32$.tunery.trainer.v1.Job.MetadataEntry\x12\'\n\x06method\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x1b.tunery.trainer.v1.JobError\x12\x18\n\x10\x65stimated_finish\x18\x10 \x01(\x03\x12\x14\n\x0cresult_files\x18\x11 \x03(\t\x12\x11\n\teval_json\x18\x12 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbc\x02\n\x10\x43reateJobRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rtraining_file\x18\x03 \x01(\t\x12\x17\n\x0fvalidation_file\x18\x04 \x01(\t\x12\x0e\n\x06suffix\x18\x05 \x01(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x43\n\x08metadata\x18\x07 \x03(\x0b\x32\x31.tunery.trainer.v1.CreateJobRequest.MetadataEntry\x12\'\n\x06method\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\teval_json\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"(\n\rGetJobRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"K\n\x0fListJobsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"J\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.tunery.trainer.v1.Job\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\\\n\x14ListJobEventsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"R\n\x15ListJobEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tunery.events.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\xfe\x01\n\nCheckpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x03\x12#\n\x1b\x66ine_tuned_model_checkpoint\x18\x03 \x01(\t\x12\x1a\n\x12\x66ine_tuning_job_id\x18\x04 \x01(\t\x12\x13\n\x0bstep_number\x18\x05 \x01(\x03\x12\r\n\x05\x65poch\x18\x06 \x01(\x03\x12;\n\x07metrics\x18\x07 \x03(\x0b\x32*.tunery.trainer.v1.Checkpoint.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"a\n\x19ListJobCheckpointsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"b\n\x1aListJobCheckpointsResponse\x12\x32\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1d.tunery.trainer.v1.Checkpoint\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x32\x97\x05\n\x07Trainer\x12H\n\tCreateJob\x12#.tunery.trainer.v1.CreateJobRequest\x1a\x16.tunery.trainer.v1.Job\x12\x42\n\x06GetJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12S\n\x08ListJobs\x12\".tunery.trainer.v1.ListJobsRequest\x1a#.tunery.trainer.v1.ListJobsResponse\x12\x45\n\tCancelJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12\x62\n\rListJobEvents\x12\'.tunery.trainer.v1.ListJobEventsRequest\x1a(.tunery.trainer.v1.ListJobEventsResponse\x12\x44\n\x08PauseJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12\x45\n\tResumeJob\x12 .tunery.trainer.v1.GetJobRequest\x1a\x16.tunery.trainer.v1.Job\x12q\n\x12ListJobCheckpoints\x12,.tunery.trainer.v1.ListJobCheckpointsRequest\x1a-.tunery.trainer.v1.ListJobCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CREATEJOBREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATEJOBREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_CHECKPOINT_METRICSENTRY']._loaded_options = None
+  _globals['_CHECKPOINT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_JOBERROR']._serialized_start=146
   _globals['_JOBERROR']._serialized_end=202
   _globals['_JOB']._serialized_start=205
-  _globals['_JOB']._serialized_end=673
-  _globals['_JOB_METADATAENTRY']._serialized_start=626
-  _globals['_JOB_METADATAENTRY']._serialized_end=673
-  _globals['_CREATEJOBREQUEST']._serialized_start=676
-  _globals['_CREATEJOBREQUEST']._serialized_end=973
-  _globals['_CREATEJOBREQUEST_METADATAENTRY']._serialized_start=626
-  _globals['_CREATEJOBREQUEST_METADATAENTRY']._serialized_end=673
-  _globals['_GETJOBREQUEST']._serialized_start=975
-  _globals['_GETJOBREQUEST']._serialized_end=1015
-  _globals['_LISTJOBSREQUEST']._serialized_start=1017
-  _globals['_LISTJOBSREQUEST']._serialized_end=1092
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1094
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1168
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=1170
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1262
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1264
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1346
-  _globals['_TRAINER']._serialized_start=1349
-  _globals['_TRAINER']._serialized_end=1756
+  _globals['_JOB']._serialized_end=692
+  _globals['_JOB_METADATAENTRY']._serialized_start=645
+  _globals['_JOB_METADATAENTRY']._serialized_end=692
+  _globals['_CREATEJOBREQUEST']._serialized_start=695
+  _globals['_CREATEJOBREQUEST']._serialized_end=1011
+  _globals['_CREATEJOBREQUEST_METADATAENTRY']._serialized_start=645
+  _globals['_CREATEJOBREQUEST_METADATAENTRY']._serialized_end=692
+  _globals['_GETJOBREQUEST']._serialized_start=1013
+  _globals['_GETJOBREQUEST']._serialized_end=1053
+  _globals['_LISTJOBSREQUEST']._serialized_start=1055
+  _globals['_LISTJOBSREQUEST']._serialized_end=1130
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1132
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1206
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=1208
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1300
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1302
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1384
+  _globals['_CHECKPOINT']._serialized_start=1387
+  _globals['_CHECKPOINT']._serialized_end=1641
+  _globals['_CHECKPOINT_METRICSENTRY']._serialized_start=1595
+  _globals['_CHECKPOINT_METRICSENTRY']._serialized_end=1641
+  _globals['_LISTJOBCHECKPOINTSREQUEST']._serialized_start=1643
+  _globals['_LISTJOBCHECKPOINTSREQUEST']._serialized_end=1740
+  _globals['_LISTJOBCHECKPOINTSRESPONSE']._serialized_start=1742
+  _globals['_LISTJOBCHECKPOINTSRESPONSE']._serialized_end=1840
+  _globals['_TRAINER']._serialized_start=1843
+  _globals['_TRAINER']._serialized_end=2506
 # @@protoc_insertion_point(module_scope)

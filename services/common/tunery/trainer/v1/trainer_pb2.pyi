@@ -20,7 +20,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "org", "model", "training_file", "validation_file", "status", "fine_tuned_model", "created_at", "finished_at", "trained_tokens", "seed", "suffix", "metadata", "method", "error", "estimated_finish", "result_files")
+    __slots__ = ("id", "org", "model", "training_file", "validation_file", "status", "fine_tuned_model", "created_at", "finished_at", "trained_tokens", "seed", "suffix", "metadata", "method", "error", "estimated_finish", "result_files", "eval_json")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FINISH_FIELD_NUMBER: _ClassVar[int]
     RESULT_FILES_FIELD_NUMBER: _ClassVar[int]
+    EVAL_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     org: str
     model: str
@@ -62,10 +63,11 @@ class Job(_message.Message):
     error: JobError
     estimated_finish: int
     result_files: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., org: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., status: _Optional[str] = ..., fine_tuned_model: _Optional[str] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., trained_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., method: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., estimated_finish: _Optional[int] = ..., result_files: _Optional[_Iterable[str]] = ...) -> None: ...
+    eval_json: str
+    def __init__(self, id: _Optional[str] = ..., org: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., status: _Optional[str] = ..., fine_tuned_model: _Optional[str] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., trained_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., method: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., estimated_finish: _Optional[int] = ..., result_files: _Optional[_Iterable[str]] = ..., eval_json: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("org", "model", "training_file", "validation_file", "suffix", "seed", "metadata", "method")
+    __slots__ = ("org", "model", "training_file", "validation_file", "suffix", "seed", "metadata", "method", "eval_json")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +83,7 @@ class CreateJobRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    EVAL_JSON_FIELD_NUMBER: _ClassVar[int]
     org: str
     model: str
     training_file: str
@@ -89,7 +92,8 @@ class CreateJobRequest(_message.Message):
     seed: int
     metadata: _containers.ScalarMap[str, str]
     method: _struct_pb2.Struct
-    def __init__(self, org: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., suffix: _Optional[str] = ..., seed: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., method: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    eval_json: str
+    def __init__(self, org: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., suffix: _Optional[str] = ..., seed: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., method: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., eval_json: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("org", "id")
@@ -132,3 +136,46 @@ class ListJobEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]
     has_more: bool
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("id", "created_at", "fine_tuned_model_checkpoint", "fine_tuning_job_id", "step_number", "epoch", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNED_MODEL_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNING_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    epoch: int
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[int] = ..., fine_tuned_model_checkpoint: _Optional[str] = ..., fine_tuning_job_id: _Optional[str] = ..., step_number: _Optional[int] = ..., epoch: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListJobCheckpointsRequest(_message.Message):
+    __slots__ = ("org", "id", "page")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    id: str
+    page: _common_pb2.PageRequest
+    def __init__(self, org: _Optional[str] = ..., id: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListJobCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints", "has_more")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
+    has_more: bool
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...

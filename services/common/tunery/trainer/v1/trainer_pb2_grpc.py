@@ -60,6 +60,21 @@ class TrainerStub:
                 request_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsRequest.SerializeToString,
                 response_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsResponse.FromString,
                 _registered_method=True)
+        self.PauseJob = channel.unary_unary(
+                '/tunery.trainer.v1.Trainer/PauseJob',
+                request_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/tunery.trainer.v1.Trainer/ResumeJob',
+                request_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobCheckpoints = channel.unary_unary(
+                '/tunery.trainer.v1.Trainer/ListJobCheckpoints',
+                request_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsRequest.SerializeToString,
+                response_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServicer:
@@ -96,6 +111,26 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseJob(self, request, context):
+        """running/queued → paused: a running job writes a checkpoint and frees its worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """paused → queued: a worker resumes it from its latest checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobCheckpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +158,21 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.ListJobEvents,
                     request_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsRequest.FromString,
                     response_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsResponse.SerializeToString,
+            ),
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.FromString,
+                    response_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.FromString,
+                    response_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.SerializeToString,
+            ),
+            'ListJobCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobCheckpoints,
+                    request_deserializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsRequest.FromString,
+                    response_serializer=tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +311,87 @@ class Trainer:
             '/tunery.trainer.v1.Trainer/ListJobEvents',
             tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsRequest.SerializeToString,
             tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.trainer.v1.Trainer/PauseJob',
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.SerializeToString,
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.trainer.v1.Trainer/ResumeJob',
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.GetJobRequest.SerializeToString,
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunery.trainer.v1.Trainer/ListJobCheckpoints',
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsRequest.SerializeToString,
+            tunery_dot_trainer_dot_v1_dot_trainer__pb2.ListJobCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

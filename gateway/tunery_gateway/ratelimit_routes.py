@@ -1,0 +1,161 @@
+"""Rate limits applied to completion routes: admission, 429s, x-ratelimit-* headers, settlement.
+
+A route takes `RateLimitDep`, admits its inference request before calling the service, and wraps
+the call so that the reservation is settled with the actual usage: from the reply, from the
+stream's last message, or (a client gone mid-stream) from what was streamed until then.
+"""
+
+import math
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tunery.inference.v1 import inference_pb2
+from tunery_common.apikeys import hash_key
+
+from tunery_gateway.auth import Org
+from tunery_gateway.errors import OpenAIError
+from tunery_gateway.ratelimit import RateLimited, RateLimiter, Ticket
+
+_STATE_KEY = "rate_limit_headers"
+CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb; the gateway has no tokenizer
+MESSAGE_OVERHEAD_TOKENS = 4  # role and separators a chat template adds per message
+
+CompletionRequest = inference_pb2.ChatCompletionRequest | inference_pb2.TextCompletionRequest
+
+
+def prompt_estimate(request: CompletionRequest) -> int:
+    """Tokens the prompt(s) will likely take, from their length in characters."""
+    if isinstance(request, inference_pb2.ChatCompletionRequest):
+        chars = len(request.tools_json) + sum(
+            len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls)
+            for m in request.messages
+        )
+        return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(request.messages)
+    return sum(math.ceil(len(prompt) / CHARS_PER_TOKEN) for prompt in request.prompt)
+
+
+def reservation(request: CompletionRequest, default_max_tokens: int) -> int:
+    """Prompt estimate plus the most the request may generate: max_tokens per choice and prompt."""
+    prompts = len(request.prompt) if isinstance(request, inference_pb2.TextCompletionRequest) else 1
+    max_tokens = request.max_tokens if request.HasField("max_tokens") else default_max_tokens
+    return prompt_estimate(request) + prompts * (request.n or 1) * max_tokens
+
+
+class Admission:
+    """One admitted request: wraps its inference call so that the reservation gets settled."""
+
+    def __init__(self, ticket: Ticket, prompt_tokens: int):
+        self.ticket = ticket
+        self.prompt_tokens = prompt_tokens
+
+    async def settled(
+        self, call: Awaitable[inference_pb2.CompletionResponse]
+    ) -> inference_pb2.CompletionResponse:
+        """The reply of a whole completion, its usage settled; a failed call uses no tokens."""
+        try:
+            reply = await call
+        except BaseException:
+            self.ticket.settle(0)
+            raise
+        self.ticket.settle(reply.usage.total_tokens)
+        return reply
+
+    async def metered(
+        self, opening: Awaitable[AsyncIterator[inference_pb2.CompletionChunk]]
+    ) -> AsyncIterator[inference_pb2.CompletionChunk]:
+        """A stream's messages (see streaming.open_stream), settled when it ends however it ends."""
+        try:
+            messages = await opening
+        except BaseException:
+            self.ticket.settle(0)
+            raise
+        return self._meter(messages)
+
+    async def _meter(
+        self, messages: AsyncIterator[inference_pb2.CompletionChunk]
+    ) -> AsyncIterator[inference_pb2.CompletionChunk]:
+        deltas = 0
+        try:
+            async with aclosing(messages):
+                async for message in messages:
+                    if message.HasField("usage"):
+                        self.ticket.settle(message.usage.total_tokens)
+                    elif message.delta:
+                        deltas += 1
+                    yield message
+        finally:
+            # Cut short (the client went away, or the service failed): a delta is about a token.
+            self.ticket.settle(self.prompt_tokens + deltas)
+
+
+class RateLimitGate:
+    """The caller's side of the limiter for one HTTP request."""
+
+    def __init__(
+        self, limiter: RateLimiter, request: Request, org: str, key_hash: str, default_max_tokens: int
+    ):
+        self.limiter = limiter
+        self.request = request
+        self.org = org
+        self.key_hash = key_hash
+        self.default_max_tokens = default_max_tokens
+
+    def admit(self, inference_request: CompletionRequest) -> Admission:
+        """Reserves the request's tokens under (API key, model), or raises a 429 OpenAI error."""
+        model = inference_request.model
+        try:
+            ticket = self.limiter.admit(
+                self.key_hash, self.org, model, reservation(inference_request, self.default_max_tokens)
+            )
+        except RateLimited as exc:
+            headers = exc.state.headers()
+            if exc.retry_after_s is None:  # larger than the limit itself: retrying cannot help
+                headers["x-should-retry"] = "false"
+            else:
+                headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_s)))
+            raise OpenAIError(
+                429, exc.message, type=exc.kind, code="rate_limit_exceeded", headers=headers
+            ) from None
+        setattr(self.request.state, _STATE_KEY, ticket.state.headers())
+        return Admission(ticket, prompt_estimate(inference_request))
+
+
+async def rate_limit_gate(request: Request, org: Org) -> RateLimitGate:
+    _, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    settings = request.app.state.settings
+    return RateLimitGate(
+        request.app.state.rate_limiter, request, org, hash_key(key), settings.rate_limit_default_max_tokens
+    )
+
+
+RateLimitDep = Annotated[RateLimitGate, Depends(rate_limit_gate)]
+
+
+class RateLimitHeaders:
+    """Adds the admission's x-ratelimit-* headers to the response, streamed ones included (a
+    StreamingResponse is built by the route, so a dependency cannot set its headers)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = scope.get("state", {}).get(_STATE_KEY)
+                if extra:
+                    headers = MutableHeaders(scope=message)
+                    for name, value in extra.items():
+                        if name not in headers:
+                            headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

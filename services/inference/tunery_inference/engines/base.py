@@ -1,0 +1,29 @@
+"""The engine interface the gRPC service relies on; any engine (transformers today) implements it."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from tunery_inference.engines.outputs import Choice, Completion, Delta
+from tunery_inference.engines.sampling import GenerationParams
+
+Prompt = str | list[dict]  # raw text, or chat messages for the model's chat template
+
+
+class Engine(Protocol):
+    """One base model with LoRA adapters loaded by name."""
+
+    def has_adapter(self, name: str) -> bool: ...
+
+    def load_adapter(self, name: str, adapter_dir: Path) -> None: ...
+
+    def stream(
+        self, prompt: Prompt, adapter: str | None, params: GenerationParams, tools: list[dict] | None = None
+    ) -> Iterator[Delta | Choice | Completion]:
+        """Each choice's deltas then its Choice, choice after choice, then the Completion.
+
+        Checks the request before returning (nothing is generated until iterated): raises
+        RequestError (engines.errors) naming the parameter at fault, KeyError for an adapter
+        that is not loaded. Closing the iterator stops generation.
+        """
+        ...
