@@ -17,7 +17,7 @@ time of each counts. The adapters of the last runs are scored on the same held-o
 same code. The last line of output is one JSON object with the figures and `ratio`.
 
     .venv/bin/python bench/train_bench.py [--model tiny-random-llama] [--n-train 64] [--batch-size 8]
-    .venv/bin/python bench/train_bench.py --model smollm2-135m-instruct --n-train 16 --repeats 2
+    .venv/bin/python bench/train_bench.py --model smollm2-135m-instruct --n-train 16 --repeats 2 [--threads 1]
 """
 
 import argparse
@@ -168,7 +168,12 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each, alternating; the best counts")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads; 1 keeps a loaded machine from stalling both"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model_dir = ensure_base_model(args.model, CommonSettings().model_cache)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -222,6 +227,7 @@ def main() -> None:
         "ours_valid_loss": round(ours_loss, 4),
         "baseline_valid_loss": round(baseline_loss, 4),
         "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
         "load_average": [round(value, 2) for value in load],
     }
     print(f"ours:     {figures['ours_tokens_per_s']} trained tokens/s, validation loss {ours_loss:.4f}")

@@ -165,13 +165,15 @@ def test_least_recently_used_adapters_are_evicted_and_load_again_on_demand(tiny_
         assert engine.generate(PROMPTS[0], "a", GREEDY) == out_a
         assert engine.adapters.in_model("a") and not engine.adapters.in_model("b")
         # Adapters in use are never evicted: two running at once both stay until they finish.
-        busy = engine.stream(PROMPTS[0], "a", GenerationParams(max_tokens=30, temperature=0))
-        next(busy)
-        out_b = engine.generate(PROMPTS[0], "b", GREEDY)
-        assert engine.adapters.in_model("a")
-        assert _last(busy).text.startswith(out_a.text)
-        assert [engine.adapters.in_model(n) for n in "ab"].count(True) == 1
+        with engine.model_lock:  # holds the batch: both requests are surely running
+            busy = engine.stream(PROMPTS[0], "a", GREEDY)
+            other = engine.stream(PROMPTS[0], "b", GREEDY)
+            assert engine.adapters.in_model("a") and engine.adapters.in_model("b")
+        assert _last(busy) == out_a
+        out_b = _last(other)
         assert out_b.text != out_a.text
+        with engine.model_lock:  # the step in which they ended (and were released) is over
+            assert [engine.adapters.in_model(n) for n in "ab"].count(True) == 1
     finally:
         engine.close()
 

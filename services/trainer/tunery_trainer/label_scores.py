@@ -27,11 +27,13 @@ class LabelScores:
 
 def score_labels(model: torch.nn.Module, batch: Batch) -> LabelScores:
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    bounds = {} if batch.sequence_bounds is None else {"sequence_bounds": batch.sequence_bounds}
     hidden = causal_lm.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
+        **bounds,  # reaches every attention layer (see packed_attention)
     ).last_hidden_state
     targets = batch.labels[:, 1:]  # position t predicts token t+1
     mask = targets != IGNORE_INDEX

@@ -27,6 +27,7 @@ from tunery_trainer.data import PreferencePair, TrainingData
 from tunery_trainer.hyperparams import ResolvedHyperparameters
 from tunery_trainer.model_setup import load_model_for_training, training_device
 from tunery_trainer.objectives import Objective, add_stats, evaluate, make_objective
+from tunery_trainer.packed_attention import use_packed_attention
 from tunery_trainer.packing import BatchBuilder
 from tunery_trainer.train_state import (
     ADAPTER_DIR,
@@ -125,7 +126,8 @@ def train(
     torch.manual_seed(seed)  # LoRA init and dropout draw from the global generator
     model = load_model_for_training(model_dir, hp, device)
     pad_id = model.config.pad_token_id or 0  # any id works: padding never reaches a loss
-    objective = make_objective(hp, BatchBuilder(hp.packing, pad_id, device))
+    one_row = hp.packing and use_packed_attention(model.get_base_model())
+    objective = make_objective(hp, BatchBuilder(hp.packing, pad_id, device, one_row))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=0.0)
     step_size = hp.batch_size * hp.gradient_accumulation_steps

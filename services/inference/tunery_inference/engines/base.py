@@ -22,7 +22,7 @@ class Engine(Protocol):
     ) -> Iterator[Delta | Choice | Completion]:
         """Each choice's deltas then its Choice, choice after choice, then the Completion.
 
-        Checks the request before returning (nothing is generated until iterated): raises
+        Checks the request before returning (generation may start at once): raises
         RequestError (engines.errors) naming the parameter at fault, KeyError for an adapter
         that is not loaded. Closing the iterator stops generation.
         """

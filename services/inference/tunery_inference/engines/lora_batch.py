@@ -1,15 +1,22 @@
 """One forward pass over batch rows that may each use a different LoRA adapter (or none).
 
-PEFT's mixed-batch inference (`adapter_names=`) runs the base layer for all rows and adds each
-adapter's x·A·B to its own rows. It costs a scan of the model's modules and a gather per adapter
-per layer, so the common cases take the plain paths: no adapter in the batch turns the LoRA
-layers off, one adapter for every row makes it the active one. Those switches walk the model too
-(and PEFT's `disable_adapter()` context even computes a status report), so they are made only
-when the batch's needs change, not at every step.
+Rows of several adapters: the LoRA layers are switched off, so every layer computes the base
+output for all rows, and a forward hook on each LoRA linear layer adds each adapter's x·A·B to
+that adapter's rows (gather, two small matmuls, scatter-add). The row indices are built once per
+step, not per layer: PEFT's own mixed-batch inference (`adapter_names=`) rebuilds them from a
+Python list in every layer, which on CPU costs more than the matmuls. Layer kinds the hook does
+not know (DoRA, embeddings, ...) fall back to PEFT's `adapter_names`.
+
+The common cases take the plain paths: no adapter in the batch switches the LoRA layers off, one
+adapter for every row makes it the active one. Those switches walk the model (PEFT's
+`disable_adapter()` context even builds a status report), so they happen only when the batch's
+needs change, not at every step.
 """
 
 import torch
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
 
 BASE_ROW = "__base__"  # PEFT's name for a row without an adapter
 
@@ -17,6 +24,10 @@ BASE_ROW = "__base__"  # PEFT's name for a row without an adapter
 class AdapterRouter:
     def __init__(self) -> None:
         self._state: tuple | None = None  # (model, adapter set version, layers enabled)
+        self._hooked: tuple | None = None  # (model, version) the hooks were installed for
+        self._handles: list = []
+        self._hooks_cover_all = False  # every LoRA layer is one the hook handles
+        self._routing: list[tuple[str, torch.Tensor]] | None = None  # (adapter, its rows) this step
 
     def forward(
         self, model: torch.nn.Module, version: int, adapters: list[str | None], **inputs
@@ -24,18 +35,31 @@ class AdapterRouter:
         """The last position's logits of each row, [rows, vocabulary]. `version` changes whenever
         adapters are added to or removed from the model (which may reset what was switched)."""
         used = set(adapters)
-        if isinstance(model, PeftModel):
-            self._enable_layers(model, version, used != {None})
-            if len(used) == 1 and None not in used:
-                (name,) = used
-                if model.active_adapter != name:
-                    model.set_adapter(name)
-            elif len(used) > 1:
-                inputs["adapter_names"] = [name or BASE_ROW for name in adapters]
-        elif used != {None}:
-            raise KeyError(f"adapter {next(a for a in adapters if a)!r} is not loaded")
-        with torch.inference_mode():
-            return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1]
+        if not isinstance(model, PeftModel):
+            if used != {None}:
+                raise KeyError(f"adapter {next(a for a in adapters if a)!r} is not loaded")
+            return _logits(model, inputs)
+        if len(used) == 1:
+            (name,) = used
+            self._enable_layers(model, version, name is not None)
+            if name is not None and model.active_adapter != name:
+                model.set_adapter(name)
+            return _logits(model, inputs)
+        self._install_hooks(model, version)
+        if not self._hooks_cover_all:
+            self._enable_layers(model, version, True)
+            return _logits(model, {**inputs, "adapter_names": [name or BASE_ROW for name in adapters]})
+        self._enable_layers(model, version, False)
+        device = inputs["input_ids"].device
+        self._routing = [
+            (name, torch.tensor([i for i, a in enumerate(adapters) if a == name], device=device))
+            for name in used
+            if name is not None
+        ]
+        try:
+            return _logits(model, inputs)
+        finally:
+            self._routing = None
 
     def _enable_layers(self, model: PeftModel, version: int, enabled: bool) -> None:
         if self._state == (model, version, enabled):
@@ -45,3 +69,33 @@ class AdapterRouter:
         else:
             model.base_model.disable_adapter_layers()
         self._state = (model, version, enabled)
+
+    def _install_hooks(self, model: PeftModel, version: int) -> None:
+        if self._hooked == (model, version):
+            return
+        for handle in self._handles:
+            handle.remove()
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        self._hooks_cover_all = all(
+            type(m) is LoraLinear and not any(m.use_dora.values()) and not m.lora_embedding_A for m in layers
+        )
+        self._handles = (
+            [m.register_forward_hook(self._add_deltas) for m in layers] if self._hooks_cover_all else []
+        )
+        self._hooked = (model, version)
+
+    def _add_deltas(self, module: LoraLinear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if self._routing is None:
+            return None
+        x = args[0]
+        for name, rows in self._routing:
+            if name not in module.lora_A:  # this adapter does not touch this layer
+                continue
+            delta = module.lora_B[name](module.lora_A[name](x.index_select(0, rows))) * module.scaling[name]
+            output.index_add_(0, rows, delta.to(output.dtype))
+        return output
+
+
+def _logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1]
