@@ -1,10 +1,6 @@
-"""An eval-run worker: pulls runs from their JetStream work queue, samples and grades every item.
-
-The machinery is the quick eval's (worker.py): the message stays un-acked while the run goes,
-`in_progress()` heartbeats keep it, a lease in the run record keeps a redelivered message from
-starting it twice, and a killed worker's run starts again from its first item elsewhere. A
-cancelled run stops at its next item.
-"""
+"""An eval-run worker: pulls runs from their JetStream work queue (see queue_worker.py for the
+lease and heartbeat machinery), samples and grades every item. A cancelled run stops at its next
+item; a killed worker's run starts again from its first item elsewhere."""
 
 import asyncio
 import logging
@@ -14,11 +10,9 @@ import grpc
 from openai import AsyncOpenAI
 from tunery.common.v1 import common_pb2
 from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
-from tunery_common.bus import EVAL_RUN_STREAM, EVAL_RUN_SUBJECT, Bus, RecordStore, make_event
-from tunery_common.ids import new_id
+from tunery_common.bus import EVAL_RUN_STREAM, EVAL_RUN_SUBJECT, Bus, RecordStore
 from tunery_common.leases import Lease
-from tunery_common.records import EvalRunRecord, JobError, now
-from tunery_common.workqueue import pull_work
+from tunery_common.records import EvalRunRecord, now
 
 from tunery_evaljudge.eval_data import CompletionsConfig, RunItem, completions_config
 from tunery_evaljudge.eval_results import grade_item, output_item, summarize
@@ -27,20 +21,21 @@ from tunery_evaljudge.graders.criteria import graders_from_testing_criteria
 from tunery_evaljudge.graders.score_model import ScoreModelGrader
 from tunery_evaljudge.judge import JudgeUnavailable, public_url
 from tunery_evaljudge.progress import REPORTS_PER_EVAL
+from tunery_evaljudge.queue_worker import Canceled, EvalFailed, Interrupted, QueueWorker
 from tunery_evaljudge.settings import EvalJudgeSettings
 from tunery_evaljudge.templates import Sample, TemplateError
-from tunery_evaljudge.worker import EvalFailed, Interrupted
 
 log = logging.getLogger(__name__)
 
-DURABLE = "evaljudge-run-workers"
 
+class EvalRunWorker(QueueWorker):
+    stream = EVAL_RUN_STREAM
+    subject = EVAL_RUN_SUBJECT
+    durable = "evaljudge-run-workers"
+    entity = "evalrun"
+    label = "eval run"
+    reset = {"n_done": 0}
 
-class Canceled(Exception):
-    """The run was cancelled while it ran."""
-
-
-class EvalRunWorker:
     def __init__(
         self,
         bus: Bus,
@@ -48,55 +43,11 @@ class EvalRunWorker:
         settings: EvalJudgeSettings,
         judge: AsyncOpenAI | None = None,
     ):
-        self.bus = bus
-        self.inference = inference
-        self.settings = settings
+        super().__init__(bus, inference, settings)
         self.judge = judge
-        self.worker_id = new_id("worker")
 
-    async def run(self, stop: asyncio.Event) -> None:
-        log.info("worker %s waiting for eval runs", self.worker_id)
-        async for msg in pull_work(
-            self.bus.js, EVAL_RUN_STREAM, EVAL_RUN_SUBJECT, DURABLE, self.settings.ack_wait_s, stop
-        ):
-            await self.handle(msg, stop)
-
-    async def handle(self, msg, stop: asyncio.Event) -> None:
-        org, run_id = RecordStore.split_key(msg.data.decode())
-        lease = Lease(self.bus.eval_runs, org, run_id, self.worker_id, self.settings.ack_wait_s)
-        claimed = await lease.claim(reset={"n_done": 0})
-        if claimed == "busy":
-            await msg.nak(delay=self.settings.ack_wait_s)
-            return
-        if claimed is None:  # gone, finished or cancelled
-            await msg.ack()
-            return
-        run: EvalRunRecord = claimed
-        heartbeat = asyncio.create_task(lease.keep_alive(msg, self.settings.heartbeat_s))
-        try:
-            await self._run(run, lease, stop)
-        except Interrupted:
-            if await lease.release():
-                await self._event(run, "requeued", "Worker shutting down; eval run returned to the queue")
-            await msg.nak()
-            return
-        except Canceled:
-            await self._event(run, "canceled", "Eval run canceled")
-        except EvalFailed as exc:
-            await self._fail(run, lease, exc.error)
-        except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason
-            log.exception("eval run %s failed", run.id)
-            await self._fail(run, lease, JobError(code="eval_failed", message=f"{type(exc).__name__}: {exc}"))
-        finally:
-            heartbeat.cancel()
-        await msg.ack_sync()
-
-    async def _fail(self, run: EvalRunRecord, lease: Lease, error: JobError) -> None:
-        if await lease.fail(error):
-            await self._event(run, "failed", error.message, level="error")
-
-    async def _event(self, run: EvalRunRecord, what: str, message: str, **kwargs) -> None:
-        await self.bus.publish_event(make_event("evalrun", run.id, run.org, what, message, **kwargs))
+    def records(self) -> RecordStore:
+        return self.bus.eval_runs
 
     async def _run(self, run: EvalRunRecord, lease: Lease, stop: asyncio.Event) -> None:
         eval_record = await self.bus.eval_defs.get(run.org, run.eval_id)

@@ -1,10 +1,5 @@
-"""A quick-eval worker: pulls evals from the JetStream work queue and runs them one at a time.
-
-As with training jobs, the message stays un-acked while the eval runs: `in_progress()`
-heartbeats keep it, a lease in the record (compare-and-set) keeps a redelivered message from
-starting a second run, and a killed worker's eval is redelivered after `ack_wait` and run again
-from the start (greedy decoding gives the same answers).
-"""
+"""A quick-eval worker: pulls evals from their JetStream work queue (see queue_worker.py for the
+lease and heartbeat machinery) and runs each example of the file through the model."""
 
 import asyncio
 import logging
@@ -12,91 +7,31 @@ import time
 
 import grpc
 from tunery.common.v1 import common_pb2
-from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
-from tunery_common.bus import EVAL_STREAM, EVAL_SUBJECT, Bus, RecordStore, make_event
-from tunery_common.ids import new_id
+from tunery.inference.v1 import inference_pb2
+from tunery_common.bus import EVAL_STREAM, EVAL_SUBJECT, RecordStore
 from tunery_common.leases import Lease
-from tunery_common.records import JobError, QuickEvalRecord, QuickEvalResult
-from tunery_common.workqueue import pull_work
+from tunery_common.records import QuickEvalRecord, QuickEvalResult
 
 from tunery_evaljudge.graders.basic import exact_match, json_valid
 from tunery_evaljudge.items import EvalItem, default_max_tokens, load_items
 from tunery_evaljudge.progress import Tally
+from tunery_evaljudge.queue_worker import EvalFailed, Interrupted, QueueWorker
 from tunery_evaljudge.results import save_results
-from tunery_evaljudge.settings import EvalJudgeSettings
 
 log = logging.getLogger(__name__)
 
-DURABLE = "evaljudge-workers"
 
+class QuickEvalWorker(QueueWorker):
+    stream = EVAL_STREAM
+    subject = EVAL_SUBJECT
+    durable = "evaljudge-workers"
+    entity = "eval"
+    label = "quick eval"
+    # A redelivered eval runs again from its start (greedy decoding gives the same answers).
+    reset = {"n_done": 0, "exact_match_rate": None, "json_valid_rate": None}
 
-class EvalFailed(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.error = JobError(code=code, message=message)
-
-
-class Interrupted(Exception):
-    """The worker is shutting down: the eval goes back to the queue."""
-
-
-class QuickEvalWorker:
-    def __init__(self, bus: Bus, inference: inference_pb2_grpc.InferenceStub, settings: EvalJudgeSettings):
-        self.bus = bus
-        self.inference = inference
-        self.settings = settings
-        self.worker_id = new_id("worker")
-        self.lease_s = settings.ack_wait_s
-
-    async def run(self, stop: asyncio.Event) -> None:
-        log.info("worker %s waiting for quick evals", self.worker_id)
-        async for msg in pull_work(
-            self.bus.js, EVAL_STREAM, EVAL_SUBJECT, DURABLE, self.settings.ack_wait_s, stop
-        ):
-            await self.handle(msg, stop)
-
-    def lease(self, org: str, eval_id: str) -> Lease:
-        return Lease(self.bus.evals, org, eval_id, self.worker_id, self.lease_s)
-
-    async def handle(self, msg, stop: asyncio.Event) -> None:
-        lease = self.lease(*RecordStore.split_key(msg.data.decode()))
-        # A redelivered eval runs again from its start (greedy decoding gives the same answers).
-        claimed = await lease.claim(reset={"n_done": 0, "exact_match_rate": None, "json_valid_rate": None})
-        if claimed == "busy":  # another worker's lease is alive
-            await msg.nak(delay=self.lease_s)
-            return
-        if claimed is None:  # gone or finished
-            await msg.ack()
-            return
-        record: QuickEvalRecord = claimed
-        heartbeat = asyncio.create_task(lease.keep_alive(msg, self.settings.heartbeat_s))
-        try:
-            await self._run(record, lease, stop)
-        except Interrupted:
-            if await lease.release():
-                await self._event(
-                    record, "requeued", "Worker shutting down; quick eval returned to the queue"
-                )
-            await msg.nak()
-            return
-        except EvalFailed as exc:
-            await self._fail(record, lease, exc.error)
-        except Exception as exc:  # noqa: BLE001 - any failure ends the eval with its reason
-            log.exception("quick eval %s failed", record.id)
-            await self._fail(
-                record, lease, JobError(code="eval_failed", message=f"{type(exc).__name__}: {exc}")
-            )
-        finally:
-            heartbeat.cancel()
-        # Acknowledged and confirmed: a finished eval is never redelivered.
-        await msg.ack_sync()
-
-    async def _fail(self, record: QuickEvalRecord, lease: Lease, error: JobError) -> None:
-        if await lease.fail(error):
-            await self._event(record, "failed", error.message, level="error")
-
-    async def _event(self, record: QuickEvalRecord, what: str, message: str, **kwargs) -> None:
-        await self.bus.publish_event(make_event("eval", record.id, record.org, what, message, **kwargs))
+    def records(self) -> RecordStore:
+        return self.bus.evals
 
     async def _run(self, record: QuickEvalRecord, lease: Lease, stop: asyncio.Event) -> None:
         await self._event(record, "started", f"Quick eval started: {record.n_items} examples")
