@@ -85,14 +85,6 @@ class JobRecord(LeasedRecord):
     # The promotion gate (tunery_common.promotion.PromotionGate) its model must pass to be promoted.
     eval: dict[str, Any] | None = None
 
-    @property
-    def latest_state(self) -> str | None:
-        """The training state a (re)started worker resumes from, if any."""
-        for checkpoint in reversed(self.checkpoints):
-            if checkpoint.state_object:
-                return checkpoint.state_object
-        return None
-
 
 class ModelRecord(BaseModel):
     id: str
