@@ -31,7 +31,6 @@ from tunery_gateway.routers import (
     fine_tuning,
     health,
     models,
-    quick_evals,
 )
 from tunery_gateway.settings import GatewaySettings
 
@@ -82,7 +81,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for router in (
         files.router,
         fine_tuning.router,
-        quick_evals.router,
         evals.router,
         models.router,
         chat.router,

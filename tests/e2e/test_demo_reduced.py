@@ -34,3 +34,8 @@ def test_fine_tuning_makes_the_model_answer_in_json(stack, tmp_path):
     print(output.getvalue())  # the demo's tables, shown by pytest -s and in failure reports
     assert figures["tuned_json_valid_rate"] >= 0.9
     assert figures["tuned_json_valid_rate"] > figures["base_json_valid_rate"]
+    # 20 paired items from (near) 0% to 90%+: McNemar's exact test calls it.
+    assert figures["json_valid_verdict"] == "better" and figures["json_valid_p_value"] < 0.01
+    assert figures["tuned_category_accuracy"] > figures["base_category_accuracy"]
+    drops = figures["general_abilities_drop"]
+    assert set(drops) == {"arithmetic", "instruction_following", "formatting", "factual", "overall"}

@@ -52,3 +52,25 @@ def test_cli_runs_two_models_and_compares_them(stack, tmp_path):
     assert report.status_code == 200 and "Confusion matrix: classification:category" in report.text
     other = OpenAI(base_url=stack.base_url, api_key=KEYS["org-b"], max_retries=0, timeout=60)
     assert list(other.evals.list()) == []
+
+
+def test_cli_regression_check_runs_the_general_abilities_set(stack):
+    env = {**os.environ, "TUNERY_BASE_URL": stack.base_url, "TUNERY_API_KEY": KEYS["org-a"], "COLUMNS": "200"}
+    # A base model's baseline is itself. Batches form differently in the two runs, which may move
+    # a near-tie of the random model; --threshold 100 keeps the exit code about the run itself.
+    argv = [sys.executable, "-m", "tunery_common.cli", "eval", "regression", "--model", MODEL]
+    argv += ["--max-tokens", "4", "--threshold", "100"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"General abilities of {MODEL} against {MODEL}" in done.stdout
+    rows = {line.split()[1]: line.split()[3:8:2] for line in done.stdout.splitlines() if line.startswith("│")}
+    assert set(rows) == {"arithmetic", "factual", "formatting", "instruction_following", "overall"}
+    for base, tuned, drop in rows.values():
+        assert float(drop) == pytest.approx(float(base) - float(tuned), abs=0.11)  # rounded to 0.1
+
+    client = OpenAI(base_url=stack.base_url, api_key=KEYS["org-a"], max_retries=0, timeout=60)
+    general = next(e for e in client.evals.list() if e.name == "general abilities")
+    runs = list(client.evals.runs.list(general.id))
+    assert [r.result_counts.total for r in runs] == [126, 126]
+    overall = [100 * r.result_counts.passed / 126 for r in runs]
+    assert [float(x) for x in rows["overall"][:2]] == [round(x, 1) for x in overall]

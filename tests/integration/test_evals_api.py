@@ -15,6 +15,7 @@ from tunery_common.grpc_server import start_grpc_server
 from tunery_evaljudge.compare import compare_pass_fail
 from tunery_evaljudge.eval_runs import EvalRunWorker
 from tunery_evaljudge.evals_control import EvalsControl
+from tunery_evaljudge.general_set import MIX_ADVICE, eval_items
 from tunery_evaljudge.graders.basic import json_valid
 from tunery_evaljudge.settings import EvalJudgeSettings
 from tunery_gateway.settings import GatewaySettings
@@ -79,7 +80,7 @@ async def stack(nats_url, model_cache, tmp_path, monkeypatch):
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}")
     inference_stub = inference_pb2_grpc.InferenceStub(channel)
-    control = EvalsControl(bus, inference_stub, dataprep=None)
+    control = EvalsControl(bus, inference_stub)
     evaljudge = await start_grpc_server(
         0, [(evaljudge_pb2_grpc.add_EvalJudgeServicer_to_server, control, "EvalJudge")]
     )
@@ -254,6 +255,79 @@ async def test_jsonl_and_completions_runs_are_graded_and_compared(stack):
     with pytest.raises(openai.NotFoundError):
         await other.evals.runs.retrieve(run.id, eval_id=created.id)
     assert [e.id async for e in other.evals.list()] == []
+
+
+async def test_general_abilities_regression_is_reported_per_category(stack):
+    bus, client, _, url = stack
+    items = eval_items()
+    created = await client.evals.create(
+        name="general abilities",
+        data_source_config={"type": "custom"},
+        testing_criteria=[{"type": "item_check", "name": "general", "drop_threshold": 10}],
+    )
+    # The baseline answers every item with its reference; the candidate lost its arithmetic.
+    forgot = "I would rather not do sums."
+    answers = {
+        "base": [item["reference"] for item in items],
+        "tuned": [forgot if item["category"] == "arithmetic" else item["reference"] for item in items],
+    }
+    runs = {}
+    for name, texts in answers.items():
+        content = [{"item": item, "sample": {"output_text": t}} for item, t in zip(items, texts, strict=True)]
+        runs[name] = (
+            await client.evals.runs.create(
+                created.id,
+                name=name,
+                data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}},
+            )
+        ).id
+        done = await _finished(bus, client, created.id, runs[name])
+        assert done.status == "completed", done.error
+    assert done.result_counts.failed == sum(item["category"] == "arithmetic" for item in items)
+    failing = await client.evals.runs.output_items.list(runs["tuned"], eval_id=created.id, status="fail")
+    assert failing.data[0].results[0].model_extra["error"] == "no number in the answer"
+
+    http = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k1", max_retries=0)
+    comparison = await http.get(
+        f"/evals/{created.id}/compare",
+        cast_to=object,
+        options={"params": {"runs": f"{runs['base']},{runs['tuned']}"}},
+    )
+    entry = comparison["testing_criteria"][0]
+    assert entry["pass_fail"]["verdict"] == "worse"
+    regression = entry["categories"]
+    by_category = {c["category"]: c for c in regression["categories"]}
+    assert set(by_category) == {"arithmetic", "instruction_following", "formatting", "factual"}
+    assert by_category["arithmetic"] | {"flagged": True} == {
+        "category": "arithmetic",
+        "base_score": 100.0,
+        "score": 0.0,
+        "drop": 100.0,
+        "flagged": True,
+    }
+    assert all(c["drop"] == 0 and not c["flagged"] for name, c in by_category.items() if name != "arithmetic")
+    share = 100 * sum(item["category"] == "arithmetic" for item in items) / len(items)
+    assert regression["overall"]["drop"] == pytest.approx(share)
+    assert regression["flagged"] == ["arithmetic", "overall"] and MIX_ADVICE in regression["advice"]
+
+    # The shipped set as a data source: the model under test answers every item.
+    shipped = await client.evals.runs.create(
+        created.id,
+        name="tiny on the shipped set",
+        data_source={
+            "type": "completions",
+            "model": MODEL,
+            "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
+            "sampling_params": {"max_completion_tokens": 4, "temperature": 0},
+            "source": {"type": "general_abilities"},
+        },
+    )
+    finished = await _finished(bus, client, created.id, shipped.id)
+    assert finished.status == "completed", finished.error
+    assert finished.result_counts.total == len(items) and finished.result_counts.errored == 0
+    first = (await client.evals.runs.output_items.list(shipped.id, eval_id=created.id, limit=1)).data[0]
+    assert first.datasource_item == items[0]
+    assert first.sample.input[-1].content == items[0]["messages"][-1]["content"]
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ async def stack(nats_url, model_cache, tmp_path, monkeypatch):
         inference_addr=f"127.0.0.1:{inference.port}",
         evaljudge_addr="",  # set once eval-judge listens
     )
-    control = EvalsControl(bus, inference_stub, dataprep=None, judge_model=JUDGE_MODEL)
+    control = EvalsControl(bus, inference_stub, judge_model=JUDGE_MODEL)
     evaljudge = await start_grpc_server(
         0, [(evaljudge_pb2_grpc.add_EvalJudgeServicer_to_server, control, "EvalJudge")]
     )

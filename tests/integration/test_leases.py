@@ -5,7 +5,7 @@ import time
 import pytest
 from tunery_common.bus import Bus
 from tunery_common.leases import Lease
-from tunery_common.records import JobError, JobRecord, QuickEvalRecord
+from tunery_common.records import EvalRunRecord, JobError, JobRecord
 
 
 @pytest.fixture
@@ -41,12 +41,14 @@ async def test_a_live_lease_keeps_a_redelivered_job_from_running_twice(bus):
 
 
 async def test_release_and_reset_on_claim(bus):
-    record = QuickEvalRecord(id="qeval-1", org="acme", model="m", file_id="f", n_items=3, n_done=2)
-    await bus.evals.create("acme", record.id, record)
-    lease = Lease(bus.evals, "acme", record.id, "worker-1", 30)
+    record = EvalRunRecord(
+        id="evalrun-1", org="acme", eval_id="eval-1", name="r", data_source={}, n_items=3, n_done=2
+    )
+    await bus.eval_runs.create("acme", record.id, record)
+    lease = Lease(bus.eval_runs, "acme", record.id, "worker-1", 30)
     claimed = await lease.claim(reset={"n_done": 0})
     assert claimed.n_done == 0 and claimed.status == "running"
     released = await lease.release()
     assert released.status == "queued" and released.lease_owner is None
-    done = await lease.finish({"status": "succeeded", "n_done": 3})
-    assert done.status == "succeeded" and done.n_done == 3
+    done = await lease.finish({"status": "completed", "n_done": 3})
+    assert done.status == "completed" and done.n_done == 3

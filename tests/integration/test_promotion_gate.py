@@ -77,7 +77,7 @@ async def stack(nats_url, model_cache, tmp_path, monkeypatch):
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{inference.port}")
     inference_stub = inference_pb2_grpc.InferenceStub(channel)
-    control = EvalsControl(bus, inference_stub, dataprep=None)
+    control = EvalsControl(bus, inference_stub)
     evaljudge = await start_grpc_server(
         0, [(evaljudge_pb2_grpc.add_EvalJudgeServicer_to_server, control, "EvalJudge")]
     )

@@ -8,10 +8,13 @@ from tunery_evaljudge.general_set import (
     GeneralItem,
     check_answer,
     compare_with_base,
+    eval_items,
     load_general_set,
     score_general_set,
 )
 from tunery_evaljudge.general_set_build import build_general_set, to_jsonl
+from tunery_evaljudge.graders.criteria import grader_from_dict
+from tunery_evaljudge.templates import Sample
 
 ITEMS = load_general_set()
 
@@ -33,12 +36,29 @@ def test_every_reference_answer_passes_its_own_check():
     assert [f for f in failing if f[1] is not None] == []
 
 
-def test_items_are_chat_examples_the_quick_eval_reads():
-    from tunery_evaljudge.items import split_example
+def test_eval_items_hold_the_prompt_reference_category_and_check():
+    items = eval_items()
+    assert [i["id"] for i in items] == [item.id for item in ITEMS]
+    for as_eval, item in zip(items, ITEMS, strict=True):
+        assert as_eval["messages"] == item.prompt and as_eval["messages"][-1]["role"] == "user"
+        assert (as_eval["reference"], as_eval["category"], as_eval["check"]) == (
+            item.reference,
+            item.category,
+            item.check,
+        )
 
-    for item in ITEMS:
-        prompt, reference = split_example(item.messages)
-        assert prompt == item.prompt and reference == item.reference
+
+def test_the_item_check_grader_applies_each_items_own_check():
+    grader = grader_from_dict({"type": "item_check", "name": "general"})
+    for as_eval in eval_items()[::10]:
+        assert grader.grade(as_eval, Sample(as_eval["reference"])).passed is True
+    sums = next(i for i in eval_items() if i["check"]["kind"] == "number")
+    wrong = grader.grade(sums, Sample("no idea"))
+    assert (wrong.passed, wrong.error) == (False, "no number in the answer")
+    # An item whose check is missing or broken is not graded (an error), never a pass or a fail.
+    for bad_check in (None, {"kind": "telepathy"}, {"kind": "number"}):
+        result = grader.grade({"check": bad_check}, Sample("42"))
+        assert result.passed is None and "item.check" in result.error
 
 
 def item(kind: str, **spec) -> GeneralItem:

@@ -34,7 +34,6 @@ from tunery_common.records import (
     FileRecord,
     JobRecord,
     ModelRecord,
-    QuickEvalRecord,
 )
 from tunery_common.settings import NatsSettings
 
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 EVENTS_STREAM = "TUNERY_EVENTS"
 TRAIN_STREAM = "TUNERY_TRAIN"
 TRAIN_SUBJECT = "tunery.work.train"
-EVAL_STREAM = "TUNERY_EVALS"
-EVAL_SUBJECT = "tunery.work.eval"
 EVAL_RUN_STREAM = "TUNERY_EVAL_RUNS"
 EVAL_RUN_SUBJECT = "tunery.work.evalrun"
 ARTIFACTS_BUCKET = "tunery-artifacts"
@@ -175,7 +172,6 @@ class Bus:
         self.files: RecordStore[FileRecord]
         self.jobs: RecordStore[JobRecord]
         self.models: RecordStore[ModelRecord]
-        self.evals: RecordStore[QuickEvalRecord]
         self.eval_defs: RecordStore[EvalRecord]
         self.eval_runs: RecordStore[EvalRunRecord]
         self.objects = None
@@ -251,15 +247,6 @@ class Bus:
         )
         await self.js.add_stream(
             StreamConfig(
-                name=EVAL_STREAM,
-                subjects=[EVAL_SUBJECT],
-                retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE,
-                num_replicas=r,
-            )
-        )
-        await self.js.add_stream(
-            StreamConfig(
                 name=EVAL_RUN_STREAM,
                 subjects=[EVAL_RUN_SUBJECT],
                 retention=RetentionPolicy.WORK_QUEUE,
@@ -270,7 +257,6 @@ class Bus:
         self.files = RecordStore(await self._kv("tunery-files"), FileRecord)
         self.jobs = RecordStore(await self._kv("tunery-jobs"), JobRecord)
         self.models = RecordStore(await self._kv("tunery-models"), ModelRecord)
-        self.evals = RecordStore(await self._kv("tunery-evals"), QuickEvalRecord)
         self.eval_defs = RecordStore(await self._kv("tunery-eval-defs"), EvalRecord)
         self.eval_runs = RecordStore(await self._kv("tunery-eval-runs"), EvalRunRecord)
         self.objects = await self.js.create_object_store(

@@ -22,6 +22,7 @@ from tunery_common.cli_models import api_base_url, api_key, fail
 
 eval_app = typer.Typer(help="Evals: run models on a file and grade their answers.", no_args_is_help=True)
 out = Console()
+progress_out = Console(stderr=True)
 FINAL = {"completed", "failed", "canceled"}
 
 
@@ -99,11 +100,11 @@ def items_of(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def _wait(client, eval_id: str, runs: dict[str, str]) -> dict[str, Any]:
+def _wait(client, eval_id: str, runs: dict[str, str], console: Console) -> dict[str, Any]:
     """Follows the runs with one progress bar each until they end; their final objects by model."""
     finished: dict[str, Any] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    with Progress(*columns, console=console) as progress:
         tasks = {model: progress.add_task(model, total=None) for model in runs}
         while len(finished) < len(runs):
             for model, run_id in runs.items():
@@ -116,6 +117,64 @@ def _wait(client, eval_id: str, runs: dict[str, str]) -> dict[str, Any]:
                     finished[model] = run
             time.sleep(1)  # a CLI polling its server, not a test
     return finished
+
+
+def completions_source(model: str, source: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """A `completions` run data source: greedy answers to each item's `messages`."""
+    return {
+        "type": "completions",
+        "model": model,
+        "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
+        "sampling_params": {"temperature": 0, "max_completion_tokens": max_tokens},
+        "source": source,
+    }
+
+
+def run_models(
+    client,
+    name: str,
+    models: list[str],
+    source: dict[str, Any],
+    criteria: list[dict],
+    max_tokens: int,
+    console: Console = progress_out,
+) -> tuple[str, dict[str, Any]]:
+    """One eval, one run per model over `source`, followed to the end: (eval id, final runs by label)."""
+    created = client.evals.create(
+        name=name,
+        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+        testing_criteria=criteria,
+    )
+    runs = {}
+    for position, model in enumerate(models):
+        # The same model twice (e.g. a determinism check) still makes two runs.
+        label = model if model not in runs else f"{model} (#{position + 1})"
+        data_source = completions_source(model, source, max_tokens)
+        runs[label] = client.evals.runs.create(created.id, name=label, data_source=data_source).id
+    return created.id, _wait(client, created.id, runs, console)
+
+
+def compare(client, eval_id: str, baseline, candidate, pairwise: bool = False) -> dict[str, Any]:
+    """`GET /v1/evals/{id}/compare` of two finished runs."""
+    params = {"runs": f"{baseline.id},{candidate.id}", **({"judge": "pairwise"} if pairwise else {})}
+    return client.get(f"/evals/{eval_id}/compare", cast_to=object, options={"params": params})
+
+
+def _gateway_errors(action):
+    import openai
+
+    try:
+        return action()
+    except openai.APIStatusError as exc:
+        fail(f"{exc.status_code}: {exc.message}")
+    except openai.APIConnectionError as exc:
+        fail(f"cannot reach the gateway: {exc}", "start it with `tunery up` or set TUNERY_BASE_URL")
+
+
+def _client(base_url: str | None, key: str | None):
+    import openai
+
+    return openai.OpenAI(base_url=api_base_url(base_url), api_key=api_key(key), max_retries=2)
 
 
 @eval_app.command()
@@ -131,50 +190,93 @@ def run(
     key: str | None = typer.Option(None, "--api-key", envvar="TUNERY_API_KEY"),
 ) -> None:
     """Run the models on the file's examples, grade them, print the table (and the comparison)."""
-    import openai
-
     if len(model) > 2:
         fail("at most two models: a baseline and a candidate", code=2)
     criteria = [grader_config(spec) for spec in grader]
-    items = items_of(file)
-    client = openai.OpenAI(base_url=api_base_url(base_url), api_key=api_key(key), max_retries=2)
-    try:
-        created = client.evals.create(
-            name=file.stem,
-            data_source_config={"type": "custom", "item_schema": {"type": "object"}},
-            testing_criteria=criteria,
-        )
-        runs = {}
-        for position, name in enumerate(model):
-            # The same model twice (e.g. a determinism check) still makes two runs.
-            label = name if name not in runs else f"{name} (#{position + 1})"
-            data_source = {
-                "type": "completions",
-                "model": name,
-                "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
-                "sampling_params": {"temperature": 0, "max_completion_tokens": max_tokens},
-                "source": {"type": "file_content", "content": [{"item": item} for item in items]},
-            }
-            runs[label] = client.evals.runs.create(created.id, name=label, data_source=data_source).id
-        finished = _wait(client, created.id, runs)
-        _print_runs(criteria, finished)
+    source = {"type": "file_content", "content": [{"item": item} for item in items_of(file)]}
+    client = _client(base_url, key)
+
+    def go() -> tuple[str, dict[str, Any]]:
+        eval_id, finished = run_models(client, file.stem, model, source, criteria, max_tokens)
+        print_runs(criteria, finished)
         if len(model) == 2 and all(r.status == "completed" for r in finished.values()):
-            comparison = client.get(
-                f"/evals/{created.id}/compare",
-                cast_to=object,
-                options={
-                    "params": {"runs": ",".join(runs.values()), **({"judge": "pairwise"} if pairwise else {})}
-                },
-            )
-            _print_comparison(comparison)
-    except openai.APIStatusError as exc:
-        fail(f"{exc.status_code}: {exc.message}")
-    except openai.APIConnectionError as exc:
-        fail(f"cannot reach the gateway: {exc}", "start it with `tunery up` or set TUNERY_BASE_URL")
-    out.print(f"eval {created.id}; reports: " + ", ".join(r.report_url for r in finished.values()))
+            print_comparison(compare(client, eval_id, *finished.values(), pairwise=pairwise))
+        return eval_id, finished
+
+    eval_id, finished = _gateway_errors(go)
+    out.print(f"eval {eval_id}; reports: " + ", ".join(r.report_url for r in finished.values()))
 
 
-def _print_runs(criteria: list[dict], finished: dict[str, Any]) -> None:
+@eval_app.command()
+def regression(
+    model: str = typer.Option(..., "--model", "-m", help="The fine-tuned model to check."),
+    base: str | None = typer.Option(None, help="The model to compare with; default: the model's base."),
+    threshold: float = typer.Option(
+        5.0, min=0, max=100, help="Points a category may lose before it is flagged."
+    ),
+    max_tokens: int = typer.Option(48, help="Answer budget per item."),
+    base_url: str | None = typer.Option(None, envvar="TUNERY_BASE_URL", help="Gateway API root (.../v1)."),
+    key: str | None = typer.Option(None, "--api-key", envvar="TUNERY_API_KEY"),
+) -> None:
+    """Did fine-tuning cost general abilities? The shipped general-abilities set on both models.
+
+    Exits 1 when a category dropped by more than the threshold (for pipelines).
+    """
+    client = _client(base_url, key)
+
+    def go() -> dict[str, Any]:
+        baseline = base or client.models.retrieve(model).model_extra.get("parent") or model
+        return check_general_abilities(client, baseline, model, threshold, max_tokens)
+
+    regression_report = _gateway_errors(go)
+    if regression_report is None:
+        fail("a run did not complete; see the table above")
+    if regression_report["flagged"]:
+        raise typer.Exit(1)
+
+
+def check_general_abilities(
+    client,
+    base: str,
+    model: str,
+    threshold: float = 5.0,
+    max_tokens: int = 48,
+    console: Console = out,
+    progress: Console = progress_out,
+) -> dict[str, Any] | None:
+    """Both models on the general-abilities set; the per-category drop report (None if a run failed)."""
+    criteria = [{"type": "item_check", "name": "general abilities", "drop_threshold": threshold}]
+    source = {"type": "general_abilities"}
+    eval_id, finished = run_models(
+        client, "general abilities", [base, model], source, criteria, max_tokens, progress
+    )
+    if not all(r.status == "completed" for r in finished.values()):
+        print_runs(criteria, finished, console)
+        return None
+    report = compare(client, eval_id, *finished.values())["testing_criteria"][0]["categories"]
+    print_regression(base, model, report, console)
+    return report
+
+
+def print_regression(base: str, model: str, report: dict[str, Any], console: Console = out) -> None:
+    console.print(f"General abilities of {model} against {base} (scores 0-100):")
+    table = Table()
+    for column in ("category", "base", "fine-tuned", "drop", ""):
+        table.add_column(column, justify="left" if column in ("category", "") else "right")
+    for entry in [*report["categories"], report["overall"]]:
+        table.add_row(
+            entry["category"],
+            f"{entry['base_score']:.1f}",
+            f"{entry['score']:.1f}",
+            f"{entry['drop']:+.1f}",
+            "[red]dropped[/]" if entry["flagged"] else "",
+        )
+    console.print(table)
+    if report["advice"]:
+        console.print(f"[yellow]{report['advice']}[/]")
+
+
+def print_runs(criteria: list[dict], finished: dict[str, Any], console: Console = out) -> None:
     table = Table(title="Pass rate per criterion")
     table.add_column("criterion")
     for name in finished:
@@ -190,11 +292,11 @@ def _print_runs(criteria: list[dict], finished: dict[str, Any]) -> None:
         table.add_row(*row)
     for run in finished.values():
         if run.status != "completed":
-            out.print(f"[red]{run.name}: {run.status}[/] {run.error.message if run.error else ''}")
-    out.print(table)
+            console.print(f"[red]{run.name}: {run.status}[/] {run.error.message if run.error else ''}")
+    console.print(table)
 
 
-def _print_comparison(comparison: dict[str, Any]) -> None:
+def print_comparison(comparison: dict[str, Any], console: Console = out) -> None:
     table = Table(title=f"{comparison['candidate_model']} vs {comparison['baseline_model']} (paired, 95% CI)")
     for column in ("criterion", "baseline", "candidate", "delta", "95% CI", "p", "verdict"):
         table.add_column(column, justify="left" if column in ("criterion", "verdict") else "right")
@@ -209,12 +311,12 @@ def _print_comparison(comparison: dict[str, Any]) -> None:
             f"{pf['p_value']:.3g}",
             pf["verdict"],
         )
-    out.print(table)
+    console.print(table)
     if pairwise := comparison.get("pairwise"):
         if "wins" in pairwise:
-            out.print(
+            console.print(
                 f"judge {pairwise['judge']['model']}: {pairwise['wins']} wins, {pairwise['ties']} ties, "
                 f"{pairwise['losses']} losses (p={pairwise['p_value']:.3g}, {pairwise['verdict']})"
             )
         else:
-            out.print(f"judge: no verdict ({pairwise['judge_failures']} failures)")
+            console.print(f"judge: no verdict ({pairwise['judge_failures']} failures)")

@@ -1,21 +1,33 @@
 """`tunery demo`: the newcomer's tour, driven through the gateway like any user would.
 
 Uploads the support-ticket dataset, fine-tunes `smollm2-135m-instruct` with LoRA (a progress bar
-fed by the job's events), runs the quick eval of the base and the fine-tuned model on the
-held-out set, and shows answers side by side with JSON-valid and exact-match rates.
+fed by the job's events), then evaluates through the Evals API: the base and the fine-tuned model
+on the held-out tickets (JSON validity, exact match, category accuracy and macro-F1, compared with
+paired significance), answers side by side, and the general-abilities regression check.
 """
 
 import json
 import time
 from pathlib import Path
 
-import httpx
 from openai import OpenAI
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tunery_common.cli_eval import (
+    check_general_abilities,
+    compare,
+    grader_config,
+    items_of,
+    print_comparison,
+    print_runs,
+    run_models,
+)
+
 POLL_S = 2.0
+TICKET_CRITERIA = [grader_config(spec) for spec in ("json_valid", "exact", "classification:field=category")]
+ANSWER_TOKENS = 24  # a ticket's answer is about ten tokens: {"category": "billing"}
 
 
 class DemoError(RuntimeError):
@@ -26,9 +38,6 @@ class Demo:
     def __init__(self, base_url: str, api_key: str, console: Console):
         self.console = console
         self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=600)
-        self.http = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
-        )
 
     def fine_tune(self, train: Path, model: str, hyperparameters: dict, suffix: str) -> str:
         uploaded = self.client.files.create(file=train.open("rb"), purpose="fine-tune")
@@ -81,45 +90,57 @@ class Demo:
         )
         return job.fine_tuned_model
 
-    def quick_eval(self, heldout_file_id: str, model: str) -> dict:
-        reply = self.http.post("/quick_evals", json={"model": model, "file_id": heldout_file_id})
-        if reply.status_code != 200:
-            raise DemoError(f"quick eval of {model} refused: {reply.text}")
-        evaluation = reply.json()
-        with Progress(
-            TextColumn(f"[bold]eval {model[:48]}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=self.console,
-        ) as progress:
-            bar = progress.add_task("eval", total=evaluation.get("n_items") or None)
-            while evaluation["status"] not in ("succeeded", "failed"):
-                time.sleep(POLL_S)
-                evaluation = self.http.get(f"/quick_evals/{evaluation['id']}").json()
-                progress.update(
-                    bar, total=evaluation.get("n_items") or None, completed=evaluation.get("n_done", 0)
-                )
-        if evaluation["status"] != "succeeded":
-            raise DemoError(f"quick eval of {model} failed: {evaluation.get('error')}")
-        return evaluation
+    def evaluate(self, heldout: Path, base: str, tuned: str) -> dict:
+        """Both models on the held-out tickets: pass rates, the comparison, a few answers."""
+        source = {"type": "file_content", "content": [{"item": item} for item in items_of(heldout)]}
+        eval_id, finished = run_models(
+            self.client,
+            "support tickets",
+            [base, tuned],
+            source,
+            TICKET_CRITERIA,
+            ANSWER_TOKENS,
+            self.console,
+        )
+        base_run, tuned_run = finished.values()
+        print_runs(TICKET_CRITERIA, finished, self.console)
+        for run in (base_run, tuned_run):
+            if run.status != "completed":
+                raise DemoError(f"the eval run of {run.model} ended {run.status}")
+        comparison = compare(self.client, eval_id, base_run, tuned_run)
+        print_comparison(comparison, self.console)
+        self.show_answers(eval_id, base_run, tuned_run)
+        self.console.print(f"report: {tuned_run.report_url}?compare_with={base_run.id}")
+        figures: dict = {}
+        for prefix, run in (("base", base_run), ("tuned", tuned_run)):
+            criteria = run.model_extra["aggregates"]["criteria"]
+            figures[f"{prefix}_json_valid_rate"] = criteria["json_valid"]["pass_rate"]
+            figures[f"{prefix}_exact_match_rate"] = criteria["exact"]["pass_rate"]
+            report = criteria["classification:category"].get("classification") or {}
+            figures[f"{prefix}_category_accuracy"] = report.get("accuracy")
+            figures[f"{prefix}_category_macro_f1"] = report.get("macro_f1")
+        for entry in comparison["testing_criteria"]:
+            pass_fail = entry["pass_fail"]
+            figures[f"{entry['testing_criteria']}_p_value"] = pass_fail["p_value"]
+            figures[f"{entry['testing_criteria']}_verdict"] = pass_fail["verdict"]
+        return figures
 
-    def show(self, base: dict, tuned: dict, n_examples: int = 5) -> None:
+    def show_answers(self, eval_id: str, base_run, tuned_run, n_examples: int = 5) -> None:
         answers = Table(title="Held-out tickets: base vs fine-tuned", show_lines=True)
-        answers.add_column("ticket", max_width=48)
-        answers.add_column("expected")
-        answers.add_column("base model", max_width=40)
-        answers.add_column("fine-tuned")
-        for b, t in list(zip(base["results"], tuned["results"], strict=True))[:n_examples]:
-            answers.add_row(b["prompt"], b["expected"], b["output"], t["output"])
+        for column, width in (("ticket", 48), ("expected", None), ("base model", 40), ("fine-tuned", None)):
+            answers.add_column(column, max_width=width)
+        pages = [
+            self.client.evals.runs.output_items.list(run.id, eval_id=eval_id, limit=n_examples).data
+            for run in (base_run, tuned_run)
+        ]
+        for b, t in zip(*pages, strict=True):
+            ticket = b.sample.input[-1].content if b.sample.input else ""
+            answers.add_row(ticket, b.datasource_item["reference"], _answer(b), _answer(t))
         self.console.print(answers)
-        rates = Table(title=f"Quick eval on {base['n_items']} held-out tickets")
-        rates.add_column("model")
-        rates.add_column("JSON-valid", justify="right")
-        rates.add_column("exact match", justify="right")
-        for name, result in (("base " + base["model"], base), ("fine-tuned " + tuned["model"], tuned)):
-            rates.add_row(name, f"{result['json_valid_rate']:.1%}", f"{result['exact_match_rate']:.1%}")
-        self.console.print(rates)
+
+
+def _answer(output_item) -> str:
+    return output_item.sample.output[0].content if output_item.sample.output else ""
 
 
 def run_demo(
@@ -130,23 +151,22 @@ def run_demo(
     model: str,
     hyperparameters: dict,
     console: Console,
+    general_abilities: bool = True,
 ) -> dict:
     """Runs the tour; returns the figures it printed (for scripts and tests)."""
     started = time.monotonic()
     demo = Demo(base_url, api_key, console)
-    heldout_file = demo.client.files.create(file=heldout.open("rb"), purpose="evals")
     fine_tuned = demo.fine_tune(train, model, hyperparameters, suffix="tickets")
-    base_eval = demo.quick_eval(heldout_file.id, model)
-    tuned_eval = demo.quick_eval(heldout_file.id, fine_tuned)
-    demo.show(base_eval, tuned_eval)
-    figures = {
-        "model": model,
-        "fine_tuned_model": fine_tuned,
-        "base_json_valid_rate": base_eval["json_valid_rate"],
-        "base_exact_match_rate": base_eval["exact_match_rate"],
-        "tuned_json_valid_rate": tuned_eval["json_valid_rate"],
-        "tuned_exact_match_rate": tuned_eval["exact_match_rate"],
-        "demo_seconds": round(time.monotonic() - started, 1),
-    }
+    figures = {"model": model, "fine_tuned_model": fine_tuned}
+    figures |= demo.evaluate(heldout, model, fine_tuned)
+    if general_abilities:
+        report = check_general_abilities(demo.client, model, fine_tuned, console=console, progress=console)
+        if report is None:
+            raise DemoError("the general-abilities runs did not complete")
+        figures["general_abilities_drop"] = {
+            d["category"]: d["drop"] for d in [*report["categories"], report["overall"]]
+        }
+        figures["general_abilities_flagged"] = report["flagged"]
+    figures["demo_seconds"] = round(time.monotonic() - started, 1)
     console.print(json.dumps(figures))
     return figures

@@ -1,4 +1,4 @@
-"""Leases on queued work (training jobs, quick evals): one worker at a time runs a record.
+"""Leases on queued work (training jobs, eval runs): one worker at a time runs a record.
 
 The work-queue message stays un-acked while the work runs; `in_progress()` heartbeats keep it
 and renew a lease written into the record with compare-and-set. A redelivered message finds the

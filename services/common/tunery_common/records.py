@@ -147,42 +147,6 @@ def model_key_id(job_id: str, checkpoint_step: int | None = None) -> str:
     return job_id if checkpoint_step is None else f"{job_id}-ckpt-step-{checkpoint_step}"
 
 
-class QuickEvalResult(BaseModel):
-    """One graded example of a quick eval."""
-
-    index: int
-    line: int  # 1-based line of the example in the file
-    prompt: str  # text of the last user message
-    expected: str  # the example's last assistant message
-    output: str
-    exact_match: bool
-    json_valid: bool
-    latency_ms: int
-    error: str | None = None  # why the model gave no output (e.g. a prompt over its context)
-
-
-QuickEvalStatus = Literal["queued", "running", "succeeded", "failed"]
-
-
-class QuickEvalRecord(LeasedRecord):
-    model: str
-    file_id: str
-    status: QuickEvalStatus = "queued"
-    created_at: int = Field(default_factory=now)
-    n_items: int
-    n_done: int = 0
-    max_items: int | None = None
-    max_tokens: int | None = None  # None: derived from each reference's length
-    # Over the items done so far; None before the first one.
-    exact_match_rate: float | None = None
-    json_valid_rate: float | None = None
-
-    @property
-    def results_object(self) -> str:
-        """Per-item results live in the object store: thousands of them outgrow a KV value."""
-        return f"quick_evals/{self.org}/{self.id}/results.json"
-
-
 class EvalRecord(BaseModel):
     """An eval (OpenAI's Evals API): what its items look like and how samples are graded."""
 

@@ -2,8 +2,10 @@
 
 Per testing criterion: both pass rates, the delta (candidate minus baseline), its 95% CI, the
 p-value and a verdict; criteria that score (score_model, text_similarity) also compare their mean
-scores. With a judge, the two answers to each item are judged in both orders: wins, ties, losses
-and a sign test. The runs must be over the same items, in the same order.
+scores; `item_check` criteria over items with a `category` also report each category's drop
+(general_set.compare_with_base: the regression check). With a judge, the two answers to each
+item are judged in both orders: wins, ties, losses and a sign test. The runs must be over the same
+items, in the same order.
 """
 
 import json
@@ -15,7 +17,10 @@ from tunery_common.records import EvalRunRecord
 
 from tunery_evaljudge.compare import compare_pairwise, compare_pass_fail, compare_scores
 from tunery_evaljudge.eval_results import grades_of, sample_of
+from tunery_evaljudge.general_set import ItemCheck, compare_with_base, score_checks
+from tunery_evaljudge.graders.base import GradeResult
 from tunery_evaljudge.graders.criteria import AnyGrader
+from tunery_evaljudge.graders.item_check import ItemCheckGrader
 from tunery_evaljudge.graders.score_model import ScoreModelGrader
 from tunery_evaljudge.graders.text_similarity import TextSimilarityGrader
 from tunery_evaljudge.judge import Judge
@@ -35,6 +40,36 @@ def request_text(output: Mapping[str, Any]) -> str:
     """What the item asked: its last user message, else the item itself."""
     users = [m["content"] for m in output["sample"].get("input") or [] if m.get("role") == "user"]
     return users[-1] if users else json.dumps(output["datasource_item"], ensure_ascii=False)
+
+
+def _category_checks(outputs: Sequence[Mapping], grades: Sequence[GradeResult]) -> list[ItemCheck] | None:
+    checks = []
+    for output, grade in zip(outputs, grades, strict=True):
+        item = output["datasource_item"]
+        if not isinstance(item.get("category"), str):
+            return None  # items without categories: the pass rate says it all
+        item_id = str(item.get("id", output["datasource_item_id"]))
+        checks.append(ItemCheck(id=item_id, category=item["category"], passed=grade.passed is True))
+    return checks
+
+
+def category_drops(
+    grader: ItemCheckGrader,
+    base_out: Sequence[Mapping],
+    base: Sequence[GradeResult],
+    cand: Sequence[GradeResult],
+) -> dict[str, Any] | None:
+    """Each category's score (0-100) in both runs and the candidate's drop, flagged past the threshold."""
+    base_checks = _category_checks(base_out, base)
+    if base_checks is None:
+        return None
+    cand_checks = [
+        c.model_copy(update={"passed": g.passed is True}) for c, g in zip(base_checks, cand, strict=True)
+    ]
+    regression = compare_with_base(
+        score_checks(cand_checks), score_checks(base_checks), grader.drop_threshold
+    )
+    return regression.model_dump()
 
 
 async def pairwise(judge: Judge, baseline: Sequence[Mapping], candidate: Sequence[Mapping]) -> dict[str, Any]:
@@ -82,6 +117,8 @@ async def compare_runs(
                 )
             except ValueError as exc:
                 entry["scores"] = {"error": str(exc)}
+        if isinstance(grader, ItemCheckGrader):
+            entry["categories"] = category_drops(grader, base_out, base_grades, cand_grades)
         criteria.append(entry)
     return {
         "object": "eval.comparison",

@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema import SchemaError, validators
 from jsonschema.exceptions import best_match
 
+from tunery_evaljudge.general_set import eval_items as general_abilities_items
 from tunery_evaljudge.templates import Sample, TemplateError, references, render
 
 MAX_ITEMS = 10_000
@@ -86,8 +87,10 @@ def _sample_of(value: Any, where: str) -> Sample:
 def _rows(source: Any, file_bytes: bytes | None, where: str) -> list[tuple[Any, str]]:
     """(row, where it came from) of a source: file_content entries or the lines of a file."""
     if not isinstance(source, Mapping):
-        raise DataSourceError("an object with type file_content or file_id", where)
+        raise DataSourceError("an object with type file_content, file_id or general_abilities", where)
     kind = source.get("type")
+    if kind == "general_abilities":  # the shipped regression set (general_set.py)
+        return [(item, f"{where} item {item['id']}") for item in general_abilities_items()]
     if kind == "file_content":
         content = source.get("content")
         if not isinstance(content, list) or not content:
@@ -106,7 +109,7 @@ def _rows(source: Any, file_bytes: bytes | None, where: str) -> list[tuple[Any, 
         if not rows:
             raise DataSourceError("the file holds no item", f"{where}.id")
         return rows
-    raise DataSourceError("file_content or file_id", f"{where}.type")
+    raise DataSourceError("file_content, file_id or general_abilities", f"{where}.type")
 
 
 def load_run_items(

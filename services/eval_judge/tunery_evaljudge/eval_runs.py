@@ -20,12 +20,13 @@ from tunery_evaljudge.eval_store import load_items, save_outputs
 from tunery_evaljudge.graders.criteria import graders_from_testing_criteria
 from tunery_evaljudge.graders.score_model import ScoreModelGrader
 from tunery_evaljudge.judge import JudgeUnavailable, public_url
-from tunery_evaljudge.progress import REPORTS_PER_EVAL
 from tunery_evaljudge.queue_worker import Canceled, EvalFailed, Interrupted, QueueWorker
 from tunery_evaljudge.settings import EvalJudgeSettings
 from tunery_evaljudge.templates import Sample, TemplateError
 
 log = logging.getLogger(__name__)
+
+REPORTS_PER_EVAL = 20  # one progress event per 5% of the items
 
 
 class EvalRunWorker(QueueWorker):

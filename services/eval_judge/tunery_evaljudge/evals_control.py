@@ -13,14 +13,13 @@ from typing import Any
 import grpc
 from openai import AsyncOpenAI
 from tunery.evaljudge.v1 import evaljudge_pb2
-from tunery.inference.v1 import inference_pb2_grpc
+from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 from tunery_common.bus import EVAL_RUN_SUBJECT, Bus, RecordStore, make_event
 from tunery_common.grpc_errors import ServiceError, answer_or_abort, conflict, invalid, not_found
 from tunery_common.ids import new_id
 from tunery_common.pagination import paginate
 from tunery_common.records import EvalRecord, EvalRunRecord
 
-from tunery_evaljudge.control import QuickEvalControl
 from tunery_evaljudge.eval_compare import compare_runs
 from tunery_evaljudge.eval_data import DataSourceError, check_data_source, check_item_schema, load_run_items
 from tunery_evaljudge.eval_report import render_report
@@ -28,6 +27,7 @@ from tunery_evaljudge.eval_store import load_outputs, save_items
 from tunery_evaljudge.graders.base import GraderConfigError
 from tunery_evaljudge.graders.criteria import graders_from_testing_criteria
 from tunery_evaljudge.judge import Judge, JudgeUnavailable
+from tunery_evaljudge.service import EvalJudgeService
 
 MAX_NAME = 256
 
@@ -60,19 +60,27 @@ def _ordered(records: Sequence, order: str) -> list:
     return list(reversed(records)) if order == "asc" else list(records)
 
 
-class EvalsControl(QuickEvalControl):
-    """The EvalJudge servicer: graders, quick evals (inherited) and evals."""
+def upstream_error(service: str, exc: grpc.aio.AioRpcError) -> ServiceError:
+    """A failed call to another service that is not the client's fault."""
+    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ServiceError(grpc.StatusCode.UNAVAILABLE, f"{service} unavailable, retry")
+    return ServiceError(exc.code(), f"{service}: {exc.details()}")
+
+
+class EvalsControl(EvalJudgeService):
+    """The EvalJudge servicer: the graders (inherited) and evals."""
 
     def __init__(
         self,
         bus: Bus,
         inference: inference_pb2_grpc.InferenceStub,
-        dataprep,
         timeout_s: float = 120,
         judge: AsyncOpenAI | None = None,
         judge_model: str = "smollm2-135m-instruct",
     ):
-        super().__init__(bus, inference, dataprep, timeout_s)
+        self.bus = bus
+        self.inference = inference
+        self.timeout_s = timeout_s
         self.judge = judge
         self.judge_model = judge_model
 
@@ -211,6 +219,26 @@ class EvalsControl(QuickEvalControl):
         if file is None:
             raise not_found(f"no file {file_id!r}", "data_source.source.id")
         return await self._file_bytes(file)
+
+    async def _file_bytes(self, file) -> bytes:
+        try:
+            return await self.bus.get_object(file.object_name)
+        except FileNotFoundError:
+            raise ServiceError(grpc.StatusCode.DATA_LOSS, f"the content of {file.id} is missing") from None
+
+    async def _base_model(self, org: str, model: str) -> str:
+        """The base model of `model` as inference knows it for this org (itself for a base model)."""
+        try:
+            found = await self.inference.GetModel(
+                inference_pb2.GetModelRequest(org=org, id=model), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise ServiceError(
+                    grpc.StatusCode.NOT_FOUND, exc.details(), "model", "model_not_found"
+                ) from None
+            raise upstream_error("inference", exc) from None
+        return found.parent or found.id
 
     async def _run(self, org: str, eval_id: str, run_id: str, param: str = "run_id") -> EvalRunRecord:
         await self._eval(org, eval_id)

@@ -1,7 +1,8 @@
 """The general-abilities regression set: did fine-tuning cost the model what it could already do?
 
 Each item (data/general_abilities.jsonl, built by general_set_build) carries a check that needs
-no judge. `score_general_set` scores a model's answers per category (0-100);
+no judge. An eval run reads them as the `general_abilities` data source (`eval_items`), graded by
+the `item_check` grader; `score_checks` scores checked answers per category (0-100) and
 `compare_with_base` reports each category's drop against the base model's scores and flags a
 drop over the threshold, with the usual remedy: mixing general examples into the training data.
 """
@@ -57,6 +58,20 @@ def load_general_set(path: Path = DATA_FILE) -> list[GeneralItem]:
         if line.strip():
             items.append(GeneralItem(**json.loads(line)))
     return items
+
+
+def eval_items(items: Sequence[GeneralItem] | None = None) -> list[dict[str, Any]]:
+    """The set as eval items: the prompt under `messages`, the reference, the category, the check."""
+    return [
+        {
+            "id": item.id,
+            "category": item.category,
+            "messages": item.prompt,
+            "reference": item.reference,
+            "check": item.check,
+        }
+        for item in (load_general_set() if items is None else items)
+    ]
 
 
 # Each check: (answer, the item's check spec) -> (passed, why it failed or "").
@@ -187,7 +202,11 @@ def score_general_set(items: Sequence[GeneralItem], answers: Mapping[str, str]) 
     missing = [item.id for item in items if item.id not in answers]
     if missing:
         raise ValueError(f"no answer for {len(missing)} items: {', '.join(missing[:5])}")
-    checks = [check_answer(item, answers[item.id]) for item in items]
+    return score_checks([check_answer(item, answers[item.id]) for item in items])
+
+
+def score_checks(checks: Sequence[ItemCheck]) -> GeneralScores:
+    """Scores per category of checked answers."""
     categories = sorted({c.category for c in checks})
     return GeneralScores(
         categories={cat: _score([c for c in checks if c.category == cat]) for cat in categories},

@@ -1,11 +1,10 @@
-"""eval-judge process: graders, the quick-eval and evals control planes, and
-`TUNERY_EVALJUDGE_WORKERS` workers for each of the two queues."""
+"""eval-judge process: graders, the evals control plane, `TUNERY_EVALJUDGE_WORKERS` eval-run
+workers and the promotion gate."""
 
 import asyncio
 from contextlib import AsyncExitStack
 
 import grpc
-from tunery.dataprep.v1 import dataprep_pb2_grpc
 from tunery.evaljudge.v1 import evaljudge_pb2, evaljudge_pb2_grpc
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery_common.bus import Bus
@@ -17,7 +16,6 @@ from tunery_evaljudge.evals_control import EvalsControl
 from tunery_evaljudge.judge_endpoint import judge_client
 from tunery_evaljudge.promotion import Promoter
 from tunery_evaljudge.settings import EvalJudgeSettings
-from tunery_evaljudge.worker import QuickEvalWorker
 
 
 def main() -> None:
@@ -28,24 +26,18 @@ def main() -> None:
         # Channels connect lazily: eval-judge starts before (or without) the services it calls.
         inference_channel = grpc.aio.insecure_channel(common.inference_addr)
         stack.push_async_callback(inference_channel.close)
-        dataprep_channel = grpc.aio.insecure_channel(common.dataprep_addr)
-        stack.push_async_callback(dataprep_channel.close)
         inference = inference_pb2_grpc.InferenceStub(inference_channel)
         judge = judge_client(settings, common)
         stack.push_async_callback(judge.close)
         control = EvalsControl(
             bus,
             inference,
-            dataprep_pb2_grpc.DataPrepStub(dataprep_channel),
             settings.validation_timeout_s,
             judge,
             settings.judge_model,
         )
         stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(QuickEvalWorker(bus, inference, settings).run(stop))
-            for _ in range(settings.workers)
-        ] + [
             asyncio.create_task(EvalRunWorker(bus, inference, settings, judge).run(stop))
             for _ in range(settings.workers)
         ]

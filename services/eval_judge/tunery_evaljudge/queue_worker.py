@@ -1,4 +1,4 @@
-"""What the quick-eval and eval-run workers share: pull a work queue, claim each record under a
+"""The queue side of an eval-run worker: pull a work queue, claim each record under a
 lease, heartbeat while it runs, and end it (requeued, canceled, failed or done).
 
 As with training jobs, the message stays un-acked while the work goes: `in_progress()` heartbeats

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tunery_evaljudge.graders.base import GraderConfigError, GradeResult
 from tunery_evaljudge.graders.classification import ClassificationGrader
+from tunery_evaljudge.graders.item_check import ItemCheckGrader
 from tunery_evaljudge.graders.json_checks import JsonSchemaGrader, JsonValidGrader
 from tunery_evaljudge.graders.score_model import ScoreModelGrader
 from tunery_evaljudge.graders.string_check import StringCheckGrader
@@ -26,6 +27,7 @@ AnyGrader = (
     | ClassificationGrader
     | TextSimilarityGrader
     | ScoreModelGrader
+    | ItemCheckGrader
 )
 GRADERS: dict[str, type[AnyGrader]] = {
     "string_check": StringCheckGrader,
@@ -34,6 +36,7 @@ GRADERS: dict[str, type[AnyGrader]] = {
     "classification": ClassificationGrader,
     "text_similarity": TextSimilarityGrader,
     "score_model": ScoreModelGrader,
+    "item_check": ItemCheckGrader,
 }
 _REFUSED = {
     "python": "python graders are refused: user code is never executed here; "

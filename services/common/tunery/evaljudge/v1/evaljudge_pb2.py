@@ -23,66 +23,47 @@ _sym_db = _symbol_database.Default()
 
 
 from tunery.common.v1 import common_pb2 as tunery_dot_common_dot_v1_dot_common__pb2
-from tunery.events.v1 import events_pb2 as tunery_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tunery/evaljudge/v1/evaljudge.proto\x12\x13tunery.evaljudge.v1\x1a\x1dtunery/common/v1/common.proto\x1a\x1dtunery/events/v1/events.proto\"(\n\x0c\x45valDocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"U\n\x10\x45valDocumentList\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.tunery.evaljudge.v1.EvalDocument\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\x85\x01\n\x11\x43reateEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x61ta_source_config_json\x18\x03 \x01(\t\x12\x1d\n\x15testing_criteria_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\".\n\x0eGetEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\"[\n\x10ListEvalsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x03 \x01(\t\"s\n\x14\x43reateEvalRunRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x18\n\x10\x64\x61ta_source_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\"A\n\x11GetEvalRunRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\x7f\n\x13ListEvalRunsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\"\x99\x01\n\x1dListEvalRunOutputItemsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\"{\n\x16\x43ompareEvalRunsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61seline_run_id\x18\x03 \x01(\t\x12\x18\n\x10\x63\x61ndidate_run_id\x18\x04 \x01(\t\x12\x10\n\x08pairwise\x18\x05 \x01(\x08\"d\n\x17GetEvalRunReportRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x1b\n\x13\x63ompare_with_run_id\x18\x04 \x01(\t\"\x1d\n\rEvalRunReport\x12\x0c\n\x04html\x18\x01 \x01(\t\"+\n\x06Sample\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\"6\n\x0bSampleGrade\x12\x13\n\x0b\x65xact_match\x18\x01 \x01(\x08\x12\x12\n\njson_valid\x18\x02 \x01(\x08\"C\n\x13GradeSamplesRequest\x12,\n\x07samples\x18\x01 \x03(\x0b\x32\x1b.tunery.evaljudge.v1.Sample\"{\n\x14GradeSamplesResponse\x12\x30\n\x06grades\x18\x01 \x03(\x0b\x32 .tunery.evaljudge.v1.SampleGrade\x12\x18\n\x10\x65xact_match_rate\x18\x02 \x01(\x01\x12\x17\n\x0fjson_valid_rate\x18\x03 \x01(\x01\"\x93\x01\n\x16\x43reateQuickEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x16\n\tmax_items\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_max_itemsB\r\n\x0b_max_tokens\">\n\x0eQuickEvalError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xac\x01\n\x0fQuickEvalResult\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04line\x18\x02 \x01(\x03\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\x13\n\x0b\x65xact_match\x18\x06 \x01(\x08\x12\x12\n\njson_valid\x18\x07 \x01(\x08\x12\x12\n\nlatency_ms\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\"\xbd\x03\n\tQuickEval\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x03\x12\x0f\n\x07n_items\x18\x08 \x01(\x03\x12\x0e\n\x06n_done\x18\t \x01(\x03\x12\x1d\n\x10\x65xact_match_rate\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fjson_valid_rate\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x35\n\x07results\x18\x0c \x03(\x0b\x32$.tunery.evaljudge.v1.QuickEvalResult\x12\x32\n\x05\x65rror\x18\r \x01(\x0b\x32#.tunery.evaljudge.v1.QuickEvalError\x12\x16\n\tmax_items\x18\x0e \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x0f \x01(\x05H\x03\x88\x01\x01\x42\x13\n\x11_exact_match_rateB\x12\n\x10_json_valid_rateB\x0c\n\n_max_itemsB\r\n\x0b_max_tokens\".\n\x13GetQuickEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"Q\n\x15ListQuickEvalsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"_\n\x16ListQuickEvalsResponse\x12\x33\n\x0bquick_evals\x18\x01 \x03(\x0b\x32\x1e.tunery.evaljudge.v1.QuickEval\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"b\n\x1aListQuickEvalEventsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\"X\n\x1bListQuickEvalEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tunery.events.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x32\x9f\x0c\n\tEvalJudge\x12\x63\n\x0cGradeSamples\x12(.tunery.evaljudge.v1.GradeSamplesRequest\x1a).tunery.evaljudge.v1.GradeSamplesResponse\x12^\n\x0f\x43reateQuickEval\x12+.tunery.evaljudge.v1.CreateQuickEvalRequest\x1a\x1e.tunery.evaljudge.v1.QuickEval\x12X\n\x0cGetQuickEval\x12(.tunery.evaljudge.v1.GetQuickEvalRequest\x1a\x1e.tunery.evaljudge.v1.QuickEval\x12i\n\x0eListQuickEvals\x12*.tunery.evaljudge.v1.ListQuickEvalsRequest\x1a+.tunery.evaljudge.v1.ListQuickEvalsResponse\x12x\n\x13ListQuickEvalEvents\x12/.tunery.evaljudge.v1.ListQuickEvalEventsRequest\x1a\x30.tunery.evaljudge.v1.ListQuickEvalEventsResponse\x12W\n\nCreateEval\x12&.tunery.evaljudge.v1.CreateEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12Q\n\x07GetEval\x12#.tunery.evaljudge.v1.GetEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12Y\n\tListEvals\x12%.tunery.evaljudge.v1.ListEvalsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12T\n\nDeleteEval\x12#.tunery.evaljudge.v1.GetEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12]\n\rCreateEvalRun\x12).tunery.evaljudge.v1.CreateEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12W\n\nGetEvalRun\x12&.tunery.evaljudge.v1.GetEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12_\n\x0cListEvalRuns\x12(.tunery.evaljudge.v1.ListEvalRunsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12Z\n\rCancelEvalRun\x12&.tunery.evaljudge.v1.GetEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12s\n\x16ListEvalRunOutputItems\x12\x32.tunery.evaljudge.v1.ListEvalRunOutputItemsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12\x61\n\x0f\x43ompareEvalRuns\x12+.tunery.evaljudge.v1.CompareEvalRunsRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12\x64\n\x10GetEvalRunReport\x12,.tunery.evaljudge.v1.GetEvalRunReportRequest\x1a\".tunery.evaljudge.v1.EvalRunReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tunery/evaljudge/v1/evaljudge.proto\x12\x13tunery.evaljudge.v1\x1a\x1dtunery/common/v1/common.proto\"(\n\x0c\x45valDocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"U\n\x10\x45valDocumentList\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.tunery.evaljudge.v1.EvalDocument\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\x85\x01\n\x11\x43reateEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x61ta_source_config_json\x18\x03 \x01(\t\x12\x1d\n\x15testing_criteria_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\".\n\x0eGetEvalRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\"[\n\x10ListEvalsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x03 \x01(\t\"s\n\x14\x43reateEvalRunRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x18\n\x10\x64\x61ta_source_json\x18\x04 \x01(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\"A\n\x11GetEvalRunRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\x7f\n\x13ListEvalRunsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\"\x99\x01\n\x1dListEvalRunOutputItemsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.tunery.common.v1.PageRequest\x12\r\n\x05order\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\"{\n\x16\x43ompareEvalRunsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61seline_run_id\x18\x03 \x01(\t\x12\x18\n\x10\x63\x61ndidate_run_id\x18\x04 \x01(\t\x12\x10\n\x08pairwise\x18\x05 \x01(\x08\"d\n\x17GetEvalRunReportRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0f\n\x07\x65val_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x1b\n\x13\x63ompare_with_run_id\x18\x04 \x01(\t\"\x1d\n\rEvalRunReport\x12\x0c\n\x04html\x18\x01 \x01(\t\"+\n\x06Sample\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\"6\n\x0bSampleGrade\x12\x13\n\x0b\x65xact_match\x18\x01 \x01(\x08\x12\x12\n\njson_valid\x18\x02 \x01(\x08\"C\n\x13GradeSamplesRequest\x12,\n\x07samples\x18\x01 \x03(\x0b\x32\x1b.tunery.evaljudge.v1.Sample\"{\n\x14GradeSamplesResponse\x12\x30\n\x06grades\x18\x01 \x03(\x0b\x32 .tunery.evaljudge.v1.SampleGrade\x12\x18\n\x10\x65xact_match_rate\x18\x02 \x01(\x01\x12\x17\n\x0fjson_valid_rate\x18\x03 \x01(\x01\x32\x80\t\n\tEvalJudge\x12\x63\n\x0cGradeSamples\x12(.tunery.evaljudge.v1.GradeSamplesRequest\x1a).tunery.evaljudge.v1.GradeSamplesResponse\x12W\n\nCreateEval\x12&.tunery.evaljudge.v1.CreateEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12Q\n\x07GetEval\x12#.tunery.evaljudge.v1.GetEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12Y\n\tListEvals\x12%.tunery.evaljudge.v1.ListEvalsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12T\n\nDeleteEval\x12#.tunery.evaljudge.v1.GetEvalRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12]\n\rCreateEvalRun\x12).tunery.evaljudge.v1.CreateEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12W\n\nGetEvalRun\x12&.tunery.evaljudge.v1.GetEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12_\n\x0cListEvalRuns\x12(.tunery.evaljudge.v1.ListEvalRunsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12Z\n\rCancelEvalRun\x12&.tunery.evaljudge.v1.GetEvalRunRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12s\n\x16ListEvalRunOutputItems\x12\x32.tunery.evaljudge.v1.ListEvalRunOutputItemsRequest\x1a%.tunery.evaljudge.v1.EvalDocumentList\x12\x61\n\x0f\x43ompareEvalRuns\x12+.tunery.evaljudge.v1.CompareEvalRunsRequest\x1a!.tunery.evaljudge.v1.EvalDocument\x12\x64\n\x10GetEvalRunReport\x12,.tunery.evaljudge.v1.GetEvalRunReportRequest\x1a\".tunery.evaljudge.v1.EvalRunReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunery.evaljudge.v1.evaljudge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALDOCUMENT']._serialized_start=122
-  _globals['_EVALDOCUMENT']._serialized_end=162
-  _globals['_EVALDOCUMENTLIST']._serialized_start=164
-  _globals['_EVALDOCUMENTLIST']._serialized_end=249
-  _globals['_CREATEEVALREQUEST']._serialized_start=252
-  _globals['_CREATEEVALREQUEST']._serialized_end=385
-  _globals['_GETEVALREQUEST']._serialized_start=387
-  _globals['_GETEVALREQUEST']._serialized_end=433
-  _globals['_LISTEVALSREQUEST']._serialized_start=435
-  _globals['_LISTEVALSREQUEST']._serialized_end=526
-  _globals['_CREATEEVALRUNREQUEST']._serialized_start=528
-  _globals['_CREATEEVALRUNREQUEST']._serialized_end=643
-  _globals['_GETEVALRUNREQUEST']._serialized_start=645
-  _globals['_GETEVALRUNREQUEST']._serialized_end=710
-  _globals['_LISTEVALRUNSREQUEST']._serialized_start=712
-  _globals['_LISTEVALRUNSREQUEST']._serialized_end=839
-  _globals['_LISTEVALRUNOUTPUTITEMSREQUEST']._serialized_start=842
-  _globals['_LISTEVALRUNOUTPUTITEMSREQUEST']._serialized_end=995
-  _globals['_COMPAREEVALRUNSREQUEST']._serialized_start=997
-  _globals['_COMPAREEVALRUNSREQUEST']._serialized_end=1120
-  _globals['_GETEVALRUNREPORTREQUEST']._serialized_start=1122
-  _globals['_GETEVALRUNREPORTREQUEST']._serialized_end=1222
-  _globals['_EVALRUNREPORT']._serialized_start=1224
-  _globals['_EVALRUNREPORT']._serialized_end=1253
-  _globals['_SAMPLE']._serialized_start=1255
-  _globals['_SAMPLE']._serialized_end=1298
-  _globals['_SAMPLEGRADE']._serialized_start=1300
-  _globals['_SAMPLEGRADE']._serialized_end=1354
-  _globals['_GRADESAMPLESREQUEST']._serialized_start=1356
-  _globals['_GRADESAMPLESREQUEST']._serialized_end=1423
-  _globals['_GRADESAMPLESRESPONSE']._serialized_start=1425
-  _globals['_GRADESAMPLESRESPONSE']._serialized_end=1548
-  _globals['_CREATEQUICKEVALREQUEST']._serialized_start=1551
-  _globals['_CREATEQUICKEVALREQUEST']._serialized_end=1698
-  _globals['_QUICKEVALERROR']._serialized_start=1700
-  _globals['_QUICKEVALERROR']._serialized_end=1762
-  _globals['_QUICKEVALRESULT']._serialized_start=1765
-  _globals['_QUICKEVALRESULT']._serialized_end=1937
-  _globals['_QUICKEVAL']._serialized_start=1940
-  _globals['_QUICKEVAL']._serialized_end=2385
-  _globals['_GETQUICKEVALREQUEST']._serialized_start=2387
-  _globals['_GETQUICKEVALREQUEST']._serialized_end=2433
-  _globals['_LISTQUICKEVALSREQUEST']._serialized_start=2435
-  _globals['_LISTQUICKEVALSREQUEST']._serialized_end=2516
-  _globals['_LISTQUICKEVALSRESPONSE']._serialized_start=2518
-  _globals['_LISTQUICKEVALSRESPONSE']._serialized_end=2613
-  _globals['_LISTQUICKEVALEVENTSREQUEST']._serialized_start=2615
-  _globals['_LISTQUICKEVALEVENTSREQUEST']._serialized_end=2713
-  _globals['_LISTQUICKEVALEVENTSRESPONSE']._serialized_start=2715
-  _globals['_LISTQUICKEVALEVENTSRESPONSE']._serialized_end=2803
-  _globals['_EVALJUDGE']._serialized_start=2806
-  _globals['_EVALJUDGE']._serialized_end=4373
+  _globals['_EVALDOCUMENT']._serialized_start=91
+  _globals['_EVALDOCUMENT']._serialized_end=131
+  _globals['_EVALDOCUMENTLIST']._serialized_start=133
+  _globals['_EVALDOCUMENTLIST']._serialized_end=218
+  _globals['_CREATEEVALREQUEST']._serialized_start=221
+  _globals['_CREATEEVALREQUEST']._serialized_end=354
+  _globals['_GETEVALREQUEST']._serialized_start=356
+  _globals['_GETEVALREQUEST']._serialized_end=402
+  _globals['_LISTEVALSREQUEST']._serialized_start=404
+  _globals['_LISTEVALSREQUEST']._serialized_end=495
+  _globals['_CREATEEVALRUNREQUEST']._serialized_start=497
+  _globals['_CREATEEVALRUNREQUEST']._serialized_end=612
+  _globals['_GETEVALRUNREQUEST']._serialized_start=614
+  _globals['_GETEVALRUNREQUEST']._serialized_end=679
+  _globals['_LISTEVALRUNSREQUEST']._serialized_start=681
+  _globals['_LISTEVALRUNSREQUEST']._serialized_end=808
+  _globals['_LISTEVALRUNOUTPUTITEMSREQUEST']._serialized_start=811
+  _globals['_LISTEVALRUNOUTPUTITEMSREQUEST']._serialized_end=964
+  _globals['_COMPAREEVALRUNSREQUEST']._serialized_start=966
+  _globals['_COMPAREEVALRUNSREQUEST']._serialized_end=1089
+  _globals['_GETEVALRUNREPORTREQUEST']._serialized_start=1091
+  _globals['_GETEVALRUNREPORTREQUEST']._serialized_end=1191
+  _globals['_EVALRUNREPORT']._serialized_start=1193
+  _globals['_EVALRUNREPORT']._serialized_end=1222
+  _globals['_SAMPLE']._serialized_start=1224
+  _globals['_SAMPLE']._serialized_end=1267
+  _globals['_SAMPLEGRADE']._serialized_start=1269
+  _globals['_SAMPLEGRADE']._serialized_end=1323
+  _globals['_GRADESAMPLESREQUEST']._serialized_start=1325
+  _globals['_GRADESAMPLESREQUEST']._serialized_end=1392
+  _globals['_GRADESAMPLESRESPONSE']._serialized_start=1394
+  _globals['_GRADESAMPLESRESPONSE']._serialized_end=1517
+  _globals['_EVALJUDGE']._serialized_start=1520
+  _globals['_EVALJUDGE']._serialized_end=2672
 # @@protoc_insertion_point(module_scope)

@@ -40,26 +40,6 @@ class EvalJudgeStub:
                 request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesRequest.SerializeToString,
                 response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesResponse.FromString,
                 _registered_method=True)
-        self.CreateQuickEval = channel.unary_unary(
-                '/tunery.evaljudge.v1.EvalJudge/CreateQuickEval',
-                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateQuickEvalRequest.SerializeToString,
-                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.FromString,
-                _registered_method=True)
-        self.GetQuickEval = channel.unary_unary(
-                '/tunery.evaljudge.v1.EvalJudge/GetQuickEval',
-                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetQuickEvalRequest.SerializeToString,
-                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.FromString,
-                _registered_method=True)
-        self.ListQuickEvals = channel.unary_unary(
-                '/tunery.evaljudge.v1.EvalJudge/ListQuickEvals',
-                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsRequest.SerializeToString,
-                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsResponse.FromString,
-                _registered_method=True)
-        self.ListQuickEvalEvents = channel.unary_unary(
-                '/tunery.evaljudge.v1.EvalJudge/ListQuickEvalEvents',
-                request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.SerializeToString,
-                response_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.FromString,
-                _registered_method=True)
         self.CreateEval = channel.unary_unary(
                 '/tunery.evaljudge.v1.EvalJudge/CreateEval',
                 request_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateEvalRequest.SerializeToString,
@@ -124,32 +104,6 @@ class EvalJudgeServicer:
     def GradeSamples(self, request, context):
         """Scores model outputs against reference answers (exact match, JSON validity).
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateQuickEval(self, request, context):
-        """Quick evals: a chat JSONL file's examples run through a model (a queued job on eval workers),
-        each answer graded against the example's last assistant message.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetQuickEval(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListQuickEvals(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListQuickEvalEvents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -230,26 +184,6 @@ def add_EvalJudgeServicer_to_server(servicer, server):
                     servicer.GradeSamples,
                     request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesRequest.FromString,
                     response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesResponse.SerializeToString,
-            ),
-            'CreateQuickEval': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateQuickEval,
-                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateQuickEvalRequest.FromString,
-                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.SerializeToString,
-            ),
-            'GetQuickEval': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetQuickEval,
-                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetQuickEvalRequest.FromString,
-                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.SerializeToString,
-            ),
-            'ListQuickEvals': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListQuickEvals,
-                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsRequest.FromString,
-                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsResponse.SerializeToString,
-            ),
-            'ListQuickEvalEvents': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListQuickEvalEvents,
-                    request_deserializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.FromString,
-                    response_serializer=tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.SerializeToString,
             ),
             'CreateEval': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEval,
@@ -335,114 +269,6 @@ class EvalJudge:
             '/tunery.evaljudge.v1.EvalJudge/GradeSamples',
             tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesRequest.SerializeToString,
             tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GradeSamplesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateQuickEval(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tunery.evaljudge.v1.EvalJudge/CreateQuickEval',
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.CreateQuickEvalRequest.SerializeToString,
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetQuickEval(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tunery.evaljudge.v1.EvalJudge/GetQuickEval',
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.GetQuickEvalRequest.SerializeToString,
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.QuickEval.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListQuickEvals(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tunery.evaljudge.v1.EvalJudge/ListQuickEvals',
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsRequest.SerializeToString,
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListQuickEvalEvents(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tunery.evaljudge.v1.EvalJudge/ListQuickEvalEvents',
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsRequest.SerializeToString,
-            tunery_dot_evaljudge_dot_v1_dot_evaljudge__pb2.ListQuickEvalEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
