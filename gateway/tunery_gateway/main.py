@@ -69,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="Tunery", summary="OpenAI-compatible fine-tuning API", lifespan=lifespan)
     app.state.settings = settings
     app.state.api_keys = settings.load_api_keys()
-    app.state.rate_limiter = RateLimiter(settings.rate_limits)  # in-process: per gateway replica
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_config())  # in-process: per gateway replica
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_mb << 20, exempt_prefix="/v1/files")

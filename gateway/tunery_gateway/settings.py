@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
-from tunery_common.apikeys import ApiKeys, ensure_default_key, parse_api_keys
+from tunery_common.apikeys import INTERNAL_ORG, ApiKeys, ensure_default_key, parse_api_keys
 from tunery_common.settings import CommonSettings
 
 from tunery_gateway.ratelimit import RateLimitConfig, parse_rate_limits
@@ -60,5 +60,16 @@ class GatewaySettings(CommonSettings):
         return value
 
     def load_api_keys(self) -> ApiKeys:
-        """The configured keys; without any, the `default` org's key kept under TUNERY_HOME."""
-        return ApiKeys.from_spec(self.api_keys or ensure_default_key(self.home))
+        """The configured keys (without any, the `default` org's key kept under TUNERY_HOME), and
+        the platform services' internal key."""
+        spec = self.api_keys or ensure_default_key(self.home)
+        if self.internal_api_key:
+            spec += f",{self.internal_api_key}:{INTERNAL_ORG}"
+        return ApiKeys.from_spec(spec)
+
+    def rate_limit_config(self) -> RateLimitConfig:
+        """The rate limits, the internal key exempt (eval-judge's calls are not user traffic)."""
+        if not self.internal_api_key:
+            return self.rate_limits
+        exempt = [*self.rate_limits.exempt_keys, self.internal_api_key]
+        return self.rate_limits.model_copy(update={"exempt_keys": exempt})

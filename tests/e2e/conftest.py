@@ -6,12 +6,9 @@ import pytest
 from stack_keys import KEYS
 from stack_launch import RunningStack, launched_stack
 
-# The LLM judge is the stack's own gateway serving the tiny model: quick, and constrained decoding
-# holds even a random model's verdicts to their JSON schema.
-JUDGE_ENV = {
-    "TUNERY_EVALJUDGE_JUDGE_MODEL": "tiny-random-llama",
-    "TUNERY_EVALJUDGE_JUDGE_API_KEY": KEYS["org-a"],
-}
+# The LLM judge is the stack's own gateway (with the internal key `tunery up` makes) serving the
+# tiny model: quick, and constrained decoding holds even a random model's verdicts to their schema.
+JUDGE_ENV = {"TUNERY_EVALJUDGE_JUDGE_MODEL": "tiny-random-llama"}
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ def adapter(model_cache, tmp_path_factory):
 @pytest.fixture
 async def stack(nats_url, model_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNERY_API_KEYS", KEYS)
+    monkeypatch.setenv("TUNERY_INTERNAL_API_KEY", "platform-key")
     async with inference_stack(nats_url, model_cache, tmp_path, rate_limits=LIMITS) as running:
         yield running
 
@@ -90,6 +91,16 @@ async def test_an_exempt_key_is_not_limited(stack):
         headers, reply = await chat_raw(judge)
         assert reply.choices
         assert not any(name.startswith("x-ratelimit-") for name in headers)
+
+
+async def test_the_platforms_internal_key_is_authenticated_and_never_limited(stack):
+    internal = client(stack.url, "platform-key")  # eval-judge's judge calls the gateway with it
+    for _ in range(4):  # twice the limit
+        headers, reply = await chat_raw(internal)
+        assert reply.choices
+        assert not any(name.startswith("x-ratelimit-") for name in headers)
+    with pytest.raises(openai.AuthenticationError):
+        await client(stack.url, "platform-key-typo").models.list()
 
 
 async def test_tokens_are_reserved_then_settled_with_actual_usage(stack):

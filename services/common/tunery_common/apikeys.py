@@ -43,11 +43,22 @@ class ApiKeys:
         return None
 
 
-def ensure_default_key(home: Path) -> str:
-    """The `default` org's key spec, created once under TUNERY_HOME/api_key."""
-    path = home / "api_key"
+INTERNAL_ORG = "internal"  # the org of TUNERY_INTERNAL_API_KEY
+
+
+def _ensure_key_file(path: Path) -> str:
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("tunery-" + secrets.token_urlsafe(24) + "\n")
         path.chmod(0o600)
-    return f"{path.read_text().strip()}:default"
+    return path.read_text().strip()
+
+
+def ensure_default_key(home: Path) -> str:
+    """The `default` org's key spec, created once under TUNERY_HOME/api_key."""
+    return f"{_ensure_key_file(home / 'api_key')}:default"
+
+
+def ensure_internal_key(home: Path) -> str:
+    """The platform services' own key (TUNERY_INTERNAL_API_KEY), created once under TUNERY_HOME."""
+    return _ensure_key_file(home / "internal_api_key")

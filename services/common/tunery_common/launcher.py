@@ -19,6 +19,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tunery_common.apikeys import ensure_internal_key
 from tunery_common.natsserver import free_port, start_nats
 
 log = logging.getLogger("tunery.launcher")
@@ -137,6 +138,8 @@ class Stack:
             TUNERY_PORT=str(self.config.gateway_port),
             PYTHONUNBUFFERED="1",
         )
+        # The key eval-judge's judge calls the gateway with, exempt from users' rate limits.
+        env.setdefault("TUNERY_INTERNAL_API_KEY", ensure_internal_key(self.home))
         for name, _, var in SERVICES:
             env[var] = f"127.0.0.1:{self.config.service_ports[name]}"
         return env

@@ -18,6 +18,9 @@ class CommonSettings(BaseSettings):
     home: Path = Path(".tunery")
     nats_url: str = "nats://127.0.0.1:4222"
     api_keys: str = ""
+    # The key platform services call the gateway with (eval-judge's LLM judge): org `internal`,
+    # never rate limited. `tunery up` makes one under TUNERY_HOME.
+    internal_api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_upload_mb: int = Field(512, gt=0)
