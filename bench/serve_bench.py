@@ -15,6 +15,9 @@ The last line of output is one JSON object.
 
     .venv/bin/python bench/serve_bench.py [--model smollm2-135m-instruct] [--streams 32] [--tokens 64]
     .venv/bin/python bench/serve_bench.py --model tiny-random-llama   # a quick run
+    .venv/bin/python bench/serve_bench.py --engine vllm   # the inference engine (default: auto)
+Other TUNERY_INFERENCE_* settings pass through the environment (TUNERY_INFERENCE_ENFORCE_EAGER=true
+skips vLLM's graph capture).
 """
 
 import argparse
@@ -212,9 +215,10 @@ def in_process_generate(model_dir: Path, streams: int, tokens: int) -> dict:
     return {"tokens": generated, "seconds": round(elapsed, 2), "tokens_per_s": round(generated / elapsed, 1)}
 
 
-def start_stack(home: Path, model: str) -> tuple[subprocess.Popen, dict]:
+def start_stack(home: Path, model: str, engine: str) -> tuple[subprocess.Popen, dict]:
     env = {
         **os.environ,
+        "TUNERY_INFERENCE_ENGINE": engine,
         "TUNERY_HOME": str(home),
         "TUNERY_API_KEYS": f"{KEY}:{ORG}",
         "TUNERY_LOG_JSON": "false",
@@ -259,6 +263,7 @@ async def measure(args, state: dict, model_dir: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--engine", choices=["auto", "hf", "vllm"], default="auto")
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--hot-loads", type=int, default=5)
@@ -269,7 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = ensure_base_model(args.model, CommonSettings().model_cache)
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    proc, state = start_stack(work, args.model)
+    proc, state = start_stack(work, args.model, args.engine)
     try:
         served = asyncio.run(measure(args, state, model_dir, work))
     finally:
@@ -283,6 +288,7 @@ def main() -> None:
     hot = served.pop("hot_load_s")
     figures = {
         "model": args.model,
+        "engine": args.engine,
         "streams": args.streams,
         "tokens": args.tokens,
         **served,

@@ -32,15 +32,16 @@ class InferenceStack:
 
 @asynccontextmanager
 async def inference_stack(
-    nats_url: str, model_cache: Path, tmp_path: Path, **gateway_settings
+    nats_url: str, model_cache: Path, tmp_path: Path, engines: EnginePool | None = None, **gateway_settings
 ) -> AsyncIterator[InferenceStack]:
-    """API keys come from TUNERY_API_KEYS (set it with monkeypatch before entering)."""
+    """API keys come from TUNERY_API_KEYS (set it with monkeypatch before entering). `engines`:
+    the engine pool to serve with (default: the pool's engine choice over `model_cache`)."""
     bus = await Bus.connect(nats_url, "test")
     registry = ModelRegistry(bus, tmp_path / "adapters")
     watch = asyncio.create_task(registry.watch())
     await registry.ready.wait()
     metrics = InferenceMetrics()
-    service = InferenceService(EnginePool(model_cache), registry, metrics=metrics)
+    service = InferenceService(engines or EnginePool(model_cache), registry, metrics=metrics)
     server = await start_grpc_server(
         0, [(inference_pb2_grpc.add_InferenceServicer_to_server, service, "Inference")]
     )

@@ -25,6 +25,7 @@ def main() -> None:
         watch = asyncio.create_task(registry.watch())
         stack.callback(watch.cancel)
         engines = EnginePool(common.model_cache, settings)
+        stack.callback(engines.close)  # vLLM engines run processes of their own
         for base in filter(None, (b.strip() for b in settings.preload.split(","))):
             await engines.get(base)
         metrics = InferenceMetrics()

@@ -11,6 +11,7 @@ An alias `ft:<base>:<org>:<suffix>` (no job) resolves to the newest promoted mod
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from nats.js.kv import KV_DEL, KV_PURGE
@@ -31,6 +32,8 @@ class ModelRegistry:
         self.ready = asyncio.Event()  # set once the watch has replayed the current registry
         self.applied_revision = 0  # the last registry change this replica has applied
         self._applied = asyncio.Condition()
+        # Told the key id of each model that goes away (its adapter can leave the engines).
+        self.on_removed: list[Callable[[str], None]] = []
 
     async def watch(self) -> None:
         watcher = await self.bus.models.kv.watchall()
@@ -75,6 +78,8 @@ class ModelRegistry:
                 log.info("model %s removed", record.id)
         self._fetches.pop((org, key_id), None)
         shutil.rmtree(self._adapter_folder(org, key_id), ignore_errors=True)
+        for callback in self.on_removed:
+            callback(key_id)
 
     def _adapter_folder(self, org: str, key_id: str) -> Path:
         return self.adapter_dir / org / key_id

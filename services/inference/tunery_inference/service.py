@@ -132,6 +132,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ):
         self.engines = engines
         self.registry = registry
+        registry.on_removed.append(engines.drop_adapter)  # a deleted model frees its adapter's memory
         self.default_max_tokens = default_max_tokens
         self.metrics = metrics or InferenceMetrics()
         self._waiting = ThreadPoolExecutor(_WAITING_THREADS, thread_name_prefix="completion")

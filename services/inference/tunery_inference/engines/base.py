@@ -1,4 +1,4 @@
-"""The engine interface the gRPC service relies on; any engine (transformers today) implements it."""
+"""The engine interface the gRPC service relies on; each engine (transformers, vLLM) implements it."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +16,10 @@ class Engine(Protocol):
     def has_adapter(self, name: str) -> bool: ...
 
     def load_adapter(self, name: str, adapter_dir: Path) -> None: ...
+
+    def remove_adapter(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
 
     def stream(
         self, prompt: Prompt, adapter: str | None, params: GenerationParams, tools: list[dict] | None = None

@@ -63,15 +63,24 @@ class Grammars:
     def constraint(self, kind: str, schema: str | None = None) -> GrammarConstraint | None:
         """A fresh constraint for one sequence; None for free text. Raises RequestError for a
         schema that does not compile, naming what is wrong with it."""
-        if kind == "text":
+        schema = _schema_of(kind, schema)
+        if schema is None:
             return None
-        if kind == "json_object":
-            schema = ANY_OBJECT
-        elif kind != "json_schema":
-            raise RequestError(f"unknown response_format type {kind!r}", "response_format.type")
-        if not schema:
-            raise RequestError("response_format json_schema needs a schema", SCHEMA_PARAM)
         return GrammarConstraint(LLMatcher(self._vocabulary.llg, self._grammar(schema)))
+
+    def enforced_schema(self, kind: str, schema: str | None = None) -> str | None:
+        """For an engine that constrains decoding itself with llguidance (vLLM's guidance
+        backend): the schema, checked as `constraint` checks it, with this module's JSON options
+        written into it (llguidance reads them from `x-guidance`), so that both engines enforce
+        the same grammar. None for free text."""
+        schema = _schema_of(kind, schema)
+        if schema is None:
+            return None
+        self._grammar(schema)  # raises RequestError for a schema that cannot be enforced
+        value = json.loads(schema)
+        if isinstance(value, dict):
+            value["x-guidance"] = {**value.get("x-guidance", {}), **_JSON_OPTIONS}
+        return json.dumps(value)
 
     def _grammar(self, schema: str) -> str:
         with self._lock:
@@ -91,3 +100,16 @@ class Grammars:
             while len(self._compiled) > _CACHED_GRAMMARS:
                 self._compiled.popitem(last=False)
         return grammar
+
+
+def _schema_of(kind: str, schema: str | None) -> str | None:
+    """The JSON schema a response format asks for; None for free text."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ANY_OBJECT
+    if kind != "json_schema":
+        raise RequestError(f"unknown response_format type {kind!r}", "response_format.type")
+    if not schema:
+        raise RequestError("response_format json_schema needs a schema", SCHEMA_PARAM)
+    return schema
