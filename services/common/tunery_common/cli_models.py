@@ -2,12 +2,15 @@
 
 `export` downloads a fine-tuned model's (or checkpoint's) LoRA adapter as a PEFT folder, or,
 with `--merged`, merges it into its base model and writes a plain Hugging Face model folder.
+`parity` checks that the serving engine answers like the PEFT-in-transformers reference: the
+same prompts, greedy, through both, compared token by token (tunery_common.parity).
 The gateway is found like the `openai` client finds OpenAI: an option or an environment
 variable (TUNERY_BASE_URL, TUNERY_API_KEY), else the stack `tunery up` runs from TUNERY_HOME.
 Failures are one line with a hint and a non-zero exit: 1 for the server's answers and the
-network, 2 for a bad output folder or configuration.
+network (and a parity below `--min-agreement`), 2 for a bad output folder, file or configuration.
 """
 
+import json
 import shutil
 import tarfile
 import tempfile
@@ -23,8 +26,12 @@ from rich.console import Console
 if TYPE_CHECKING:
     import httpx
 
-models_app = typer.Typer(help="Fine-tuned models: download adapters or merged models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Fine-tuned models: download adapters or merged models, check train/serve parity.",
+    no_args_is_help=True,
+)
 err = Console(stderr=True, soft_wrap=True)  # soft wrap: an error stays one line, however long
+out = Console()
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
@@ -100,6 +107,215 @@ def export(
             result, what = adapter_dir, "PEFT adapter"
         _move_into(result, output)
     err.print(f"[green]exported[/] {model} to {output}: {what}", highlight=False)
+
+
+@models_app.command()
+def parity(
+    model: str = typer.Argument(..., help="A fine-tuned model id, or a checkpoint's (`...:ckpt-step-N`)."),
+    file: Path | None = typer.Option(
+        None,
+        "--file",
+        help="Chat JSONL whose prompts to use (default: the job's validation file, else its training file).",
+    ),
+    n: int = typer.Option(20, "--n", min=1, help="How many prompts (the file's first N)."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1, help="Tokens per completion."),
+    min_agreement: float = typer.Option(
+        0.9, "--min-agreement", min=0.0, max=1.0, help="Exit 1 when the exact-match rate is below it."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", envvar="TUNERY_BASE_URL", help="The gateway, e.g. http://127.0.0.1:8000/v1."
+    ),
+    key: str | None = typer.Option(None, "--api-key", envvar="TUNERY_API_KEY", help="A Tunery API key."),
+) -> None:
+    """Greedy answers of the serving engine vs the PEFT-in-transformers reference, token by token."""
+    from tunery_common.parity import PromptFileError, agreement, prompts_of, summary
+
+    _require_reference_libraries()
+    url, token = api_base_url(base_url), api_key(key)
+    client = _openai_client(url, token)
+    try:
+        source, text = _prompt_source(client, model, file)
+        prompts = prompts_of(text, source, n)
+    except PromptFileError as exc:
+        fail(str(exc), "pass --file with chat examples (`messages`)", code=2)
+    with tempfile.TemporaryDirectory(prefix="tunery-parity-") as work:
+        archive = Path(work) / "adapter.tar.gz"
+        with archive.open("wb") as download:
+            _download(url, token, model, download)
+        adapter_dir = _extract(archive, Path(work) / "adapter")
+        served = _served_completions(client, model, prompts, max_tokens)
+        reference = _reference_completions(adapter_dir, prompts, max_tokens)
+    agreements = [agreement(r.tokens, s.tokens) for r, s in zip(reference, served, strict=True)]
+    figures = summary(agreements)
+    report = {
+        "model": model,
+        "prompts": source,
+        "n": len(prompts),
+        "max_tokens": max_tokens,
+        **figures,
+        "min_agreement": min_agreement,
+        "passed": figures["exact_match_rate"] >= min_agreement,
+        "items": [
+            {
+                "messages": messages,
+                "reference": r.text,
+                "served": s.text,
+                "exact": a.exact,
+                "common_prefix": a.common_prefix,
+                "tokens": a.longest,
+            }
+            for messages, r, s, a in zip(prompts, reference, served, agreements, strict=True)
+        ],
+    }
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _print_parity(report)
+    if not report["passed"]:
+        if not as_json:
+            err.print(
+                f"[red]parity below --min-agreement {min_agreement:.2f}[/]: "
+                f"{figures['exact_match_rate']:.2f} of the completions agree",
+                highlight=False,
+            )
+        raise typer.Exit(1)
+
+
+def _openai_client(url: str, token: str):
+    import openai
+
+    return openai.OpenAI(base_url=url, api_key=token, max_retries=2, timeout=600)
+
+
+def _prompt_source(client, model: str, file: Path | None) -> tuple[str, str]:
+    """(where the prompts come from, the JSONL text): `--file`, else the model's job's files."""
+    import openai
+
+    from tunery_common.records import job_id_of_model
+
+    if file is not None:
+        try:
+            return str(file), file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {file}: {exc}", "pass a chat JSONL file with --file", code=2)
+    job_id = job_id_of_model(model)
+    if job_id is None:
+        fail(
+            f"{model!r} names no fine-tuning job to take prompts from",
+            "pass a chat JSONL file with --file",
+            2,
+        )
+    with _api_errors(client):
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        file_id = job.validation_file or job.training_file
+        what = "validation" if job.validation_file else "training"
+        try:
+            return f"{job_id}'s {what} file {file_id}", client.files.content(file_id).text
+        except openai.NotFoundError:
+            fail(f"the {what} file {file_id} of {job_id} is gone", "pass a chat JSONL file with --file", 2)
+
+
+@contextmanager
+def _api_errors(client) -> Iterator[None]:
+    """The `openai` client's failures as one line each."""
+    import openai
+
+    try:
+        yield
+    except openai.AuthenticationError as exc:
+        fail(f"the gateway at {client.base_url} refused the API key: {exc.message}", "set TUNERY_API_KEY")
+    except openai.APIStatusError as exc:
+        fail(f"the gateway answered {exc.status_code}: {exc.message}", "check the model id (GET /v1/models)")
+    except openai.APIConnectionError as exc:
+        fail(
+            f"cannot reach the Tunery gateway at {client.base_url} ({exc})",
+            "start it with `tunery up`, or set TUNERY_BASE_URL / --base-url",
+        )
+
+
+def _served_completions(client, model: str, prompts: list[list[dict]], max_tokens: int) -> list:
+    """Greedy completions from the serving engine, one request at a time, with their tokens' bytes."""
+    from rich.progress import Progress
+
+    from tunery_common.parity import END, Completion
+
+    completions = []
+    with _api_errors(client), Progress(console=err, transient=True) as bar:
+        task = bar.add_task("serving engine", total=len(prompts))
+        for messages in prompts:
+            reply = client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens, temperature=0, logprobs=True
+            )
+            choice = reply.choices[0]
+            tokens = [bytes(t.bytes or b"") for t in (choice.logprobs.content or [])]
+            # Without stop strings, a greedy answer stops early only at an end-of-sequence token.
+            tokens += [END] if choice.finish_reason == "stop" else []
+            completions.append(Completion(choice.message.content or "", tokens))
+            bar.advance(task)
+    return completions
+
+
+def _reference_completions(adapter_dir: Path, prompts: list[list[dict]], max_tokens: int) -> list:
+    from rich.progress import Progress
+
+    from tunery_common.basemodels import UnknownModelError, ensure_base_model
+    from tunery_common.merge import adapter_base_model
+    from tunery_common.parity import reference_completions
+
+    try:
+        base_dir = ensure_base_model(adapter_base_model(adapter_dir), _settings().model_cache)
+    except UnknownModelError as exc:
+        fail(f"no reference for this adapter: {exc.args[0]}")
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("PEFT reference", total=len(prompts))
+        return reference_completions(base_dir, adapter_dir, prompts, max_tokens, lambda: bar.advance(task))
+
+
+def _require_reference_libraries() -> None:
+    """The reference runs here: fail before the first request without what it needs."""
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import tunery_inference.engines.vocabulary  # noqa: F401 - the engine's exact token bytes
+    except ImportError as exc:
+        fail(
+            f"parity runs the PEFT reference here: it needs torch, peft, tunery-inference ({exc})",
+            "install the inference package",
+            code=2,
+        )
+
+
+def _print_parity(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{report['model']}: served vs PEFT reference (prompts: {report['prompts']})",
+        title_justify="left",
+    )
+    for column in ("#", "prompt", "agree", "common prefix", "reference", "served"):
+        table.add_column(column, overflow="fold")
+    for i, item in enumerate(report["items"], start=1):
+        table.add_row(
+            str(i),
+            _short(item["messages"][-1]["content"]),
+            "[green]yes[/]" if item["exact"] else "[red]no[/]",
+            f"{item['common_prefix']}/{item['tokens']}",
+            _short(item["reference"]),
+            "(same)" if item["exact"] else _short(item["served"]),
+        )
+    out.print(table)
+    out.print(
+        f"exact match: [bold]{report['exact_match_rate']:.2f}[/] of {report['n']} completions; "
+        f"mean common prefix: [bold]{report['mean_common_prefix']:.2f}[/] of the tokens",
+        highlight=False,
+    )
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @contextmanager

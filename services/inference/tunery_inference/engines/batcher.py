@@ -63,10 +63,11 @@ class DecodeLoop:
         device: str,
         max_batch: int,
         prefill_chunk: int,
+        router: AdapterRouter,
     ):
         # The current model object (adapter changes may re-wrap it) and its adapter set's version.
         self._model = model
-        self._router = AdapterRouter()
+        self._router = router
         self._model_lock = model_lock
         self._device = device
         self._max_batch = max_batch
@@ -131,6 +132,7 @@ class DecodeLoop:
             if request.cache is None:
                 request.cache = DynamicCache(config=self._model()[0].config)
             chunk = request.prompt_ids[request.prefilled : request.prefilled + budget]
+            self._router.before_forward(*self._model(), self._adapters_in_sight())
             logits = self._router.forward(
                 *self._model(),
                 [request.adapter],
@@ -159,6 +161,7 @@ class DecodeLoop:
     def _step(self) -> None:
         """One token for every row of the batch."""
         rows = self._rows
+        self._router.before_forward(*self._model(), self._adapters_in_sight())
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], dim=1)
         logits = self._router.forward(
             *self._model(),
@@ -175,6 +178,12 @@ class DecodeLoop:
             cache=self._cache,
         )
         self._keep([i for i, row in enumerate(rows) if self._advance(row, logits[i])])
+
+    def _adapters_in_sight(self) -> set[str | None]:
+        """The adapters of the batch's rows and of the requests being prefilled or waiting."""
+        with self._wake:
+            waiting = {request.adapter for request in (*self._prefilling, *self._incoming)}
+        return waiting.union(owner.adapter for owner in self._owners)
 
     def _advance(self, row: Row, logits: torch.Tensor) -> bool:
         """Samples the row's next token and hands out its text; False once the row has ended."""

@@ -26,6 +26,7 @@ from tunery_inference.engines.choice_text import ChoiceText
 from tunery_inference.engines.choice_text import Detokenizer as _Detokenizer
 from tunery_inference.engines.constrained import Grammars
 from tunery_inference.engines.errors import RequestError
+from tunery_inference.engines.lora_batch import AdapterRouter
 from tunery_inference.engines.lora_residency import AdapterResidency
 from tunery_inference.engines.outputs import Choice, Completion, Delta
 from tunery_inference.engines.sampling import GenerationParams, ResponseFormat, SequenceSampler
@@ -49,7 +50,11 @@ class HFEngine:
         prefill_chunk: int = 512,
         max_loras: int = 8,
         max_cpu_loras: int = 32,
+        merge_after_passes: int | None = 8,
     ):
+        """`merge_after_passes`: a lone adapter is merged into the base weights once every request
+        in sight has used it alone for that many forward passes (engines.lora_batch); None: never.
+        """
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         with _no_progress_bars():
@@ -70,7 +75,12 @@ class HFEngine:
         self.adapters = AdapterResidency(model, model_lock, max_loras, max_cpu_loras)
         adapters = self.adapters  # not self: the loop thread must not keep the engine alive
         self._loop = DecodeLoop(
-            lambda: (adapters.model, adapters.version), model_lock, self.device, max_batch, prefill_chunk
+            lambda: (adapters.model, adapters.version),
+            model_lock,
+            self.device,
+            max_batch,
+            prefill_chunk,
+            AdapterRouter(adapters.merge, merge_after_passes),
         )
         log.info("loaded %s on %s (%s)", model_dir, self.device, dtype)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from peft import PeftConfig, PeftModel, load_peft_weights, set_peft_model_state_dict
 
+from tunery_inference.engines.lora_merge import LoneAdapterMerge
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,7 @@ class AdapterResidency:
         self._in_model: OrderedDict[str, None] = OrderedDict()
         self._pins: Counter[str] = Counter()
         self._lock = threading.Lock()  # the bookkeeping above
+        self.merge = LoneAdapterMerge()  # the adapter the base weights carry, if any (under model_lock)
         self.version = 0  # changes with every adapter added to or removed from the model
 
     def register(self, name: str, folder: Path) -> None:
@@ -139,12 +142,15 @@ class AdapterResidency:
         """Called with both locks held."""
         self._in_model.pop(name, None)
         self.version += 1
+        if self.merge.adapter == name:
+            self.merge.unmerge()  # its deltas must not outlive it in the weights (PEFT may unload below)
         model = self.model
         if not isinstance(model, PeftModel) or name not in model.peft_config:
             return
         names = list(model.peft_config)
         if names == [name]:
             # PEFT cannot run a PeftModel without adapters: restore the plain base model.
+            self.merge.release()
             self.model = model.unload()
         else:
             # Switch away first; deleting the active adapter makes PEFT warn.
