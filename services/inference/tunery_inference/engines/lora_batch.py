@@ -1,11 +1,15 @@
 """One forward pass over batch rows that may each use a different LoRA adapter (or none).
 
 Rows of several adapters: the LoRA layers are switched off, so every layer computes the base
-output for all rows, and a forward hook on each LoRA linear layer adds each adapter's x·A·B to
-that adapter's rows (gather, two small matmuls, scatter-add). The row indices are built once per
-step, not per layer: PEFT's own mixed-batch inference (`adapter_names=`) rebuilds them from a
-Python list in every layer, which on CPU costs more than the matmuls. Layer kinds the hook does
-not know (DoRA, embeddings, ...) fall back to PEFT's `adapter_names`.
+output for all rows, and a forward hook on each LoRA linear layer adds the adapters' deltas: the
+A matrices of the batch's adapters are stacked into one [Σr, in] matrix and their B·scale into
+one [out, Σr] matrix, so that a layer costs two matrix products for all rows together, with a
+mask between them that keeps each row's own adapter's columns (zeros for base rows). Many small
+products per adapter would cost more than the arithmetic (and, with intra-op threads, wait on
+each other); the stacks are built once per set of adapters in the batch, not per step. PEFT's
+own mixed-batch inference (`adapter_names=`) loops over adapters and rebuilds row indices from a
+Python list in every layer; it remains the fallback for layer kinds the hook does not know (DoRA,
+LoRA bias, embeddings, ...).
 
 The common cases take the plain paths: no adapter in the batch switches the LoRA layers off, one
 adapter for every row makes it the active one. Those switches walk the model (PEFT's
@@ -23,6 +27,8 @@ forward pass that needs other weights: a prefill or a step with another adapter 
 An adapter stays merged when its batch ends, for the next request of it. KV caches computed
 under merged and hooked weights are of the same model, so rows go on across a switch.
 """
+
+from collections import OrderedDict
 
 import torch
 from peft import PeftModel
@@ -45,7 +51,8 @@ class AdapterRouter:
         self._hooked: tuple | None = None  # (model, version) the hooks were installed for
         self._handles: list = []
         self._hooks_cover_all = False  # every LoRA layer is one the hook handles
-        self._routing: list[tuple[str, torch.Tensor]] | None = None  # (adapter, its rows) this step
+        self._stacks: OrderedDict[tuple, dict] = OrderedDict()  # (model, version, adapters) -> stacks
+        self._routing: _Routing | None = None  # the step's stacks and rows, while its forward runs
 
     def forward(
         self, model: torch.nn.Module, version: int, adapters: list[str | None], **inputs
@@ -74,12 +81,11 @@ class AdapterRouter:
             self._enable_layers(model, version, True)
             return _logits(model, {**inputs, "adapter_names": [name or BASE_ROW for name in adapters]})
         self._enable_layers(model, version, False)
-        device = inputs["input_ids"].device
-        self._routing = [
-            (name, torch.tensor([i for i, a in enumerate(adapters) if a == name], device=device))
-            for name in used
-            if name is not None
-        ]
+        names = tuple(sorted(name for name in used if name is not None))
+        rows = [names.index(name) if name is not None else -1 for name in adapters]
+        self._routing = _Routing(
+            self._stacks_for(model, version, names), torch.tensor(rows, device=inputs["input_ids"].device)
+        )
         try:
             return _logits(model, inputs)
         finally:
@@ -117,23 +123,78 @@ class AdapterRouter:
             handle.remove()
         layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
         self._hooks_cover_all = all(
-            type(m) is LoraLinear and not any(m.use_dora.values()) and not m.lora_embedding_A for m in layers
+            type(m) is LoraLinear
+            and not any(m.use_dora.values())
+            and not any(m.lora_bias.values())
+            and not m.lora_variant
+            and not m.lora_embedding_A
+            for m in layers
         )
         self._handles = (
             [m.register_forward_hook(self._add_deltas) for m in layers] if self._hooks_cover_all else []
         )
         self._hooked = (model, version)
 
-    def _add_deltas(self, module: LoraLinear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        if self._routing is None:
-            return None
-        x = args[0]
-        for name, rows in self._routing:
-            if name not in module.lora_A:  # this adapter does not touch this layer
+    def _stacks_for(self, model: PeftModel, version: int, names: tuple[str, ...]) -> dict:
+        """Per LoRA layer that one of `names` touches: (stacked A, stacked B·scale, the adapter
+        index of each stacked column). The last few sets are kept: batches change their
+        adapters when requests come and go, often back to a set seen before."""
+        key = (model, version, names)
+        if key in self._stacks:
+            self._stacks.move_to_end(key)
+            return self._stacks[key]
+        for stale in [k for k in self._stacks if k[:2] != (model, version)]:  # adapters changed since
+            del self._stacks[stale]
+        stacks, column_sets = {}, {}
+        for module in model.modules():
+            if not isinstance(module, LoraLinear):
                 continue
-            delta = module.lora_B[name](module.lora_A[name](x.index_select(0, rows))) * module.scaling[name]
-            output.index_add_(0, rows, delta.to(output.dtype))
+            present = [name for name in names if name in module.lora_A]
+            if not present:
+                continue
+            a = torch.cat([module.lora_A[name].weight for name in present])
+            b = torch.cat([module.lora_B[name].weight * module.scaling[name] for name in present], dim=1)
+            layout = tuple((names.index(name), module.r[name]) for name in present)
+            if layout not in column_sets:  # shared by the layers of one layout: masks are per layout
+                index = [i for i, r in layout for _ in range(r)]
+                column_sets[layout] = torch.tensor(index, device=a.device)
+            stacks[module] = (a, b, column_sets[layout])
+        self._stacks[key] = stacks
+        while len(self._stacks) > _KEPT_STACKS:
+            self._stacks.popitem(last=False)
+        return stacks
+
+    def _add_deltas(self, module: LoraLinear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        routing = self._routing
+        if routing is None or module not in routing.stacks:
+            return None
+        a, b, columns = routing.stacks[module]
+        x = args[0]
+        low_rank = x.reshape(-1, x.shape[-1]).to(a.dtype) @ a.T  # [rows·positions, Σr]
+        low_rank = low_rank.view(*x.shape[:-1], -1) * routing.mask(columns, low_rank.dtype)
+        delta = low_rank.view(-1, low_rank.shape[-1]) @ b.T
+        output += delta.view(output.shape).to(output.dtype)
         return output
+
+
+_KEPT_STACKS = 2
+
+
+class _Routing:
+    """One step's stacks and each row's adapter (an index into the step's adapters, -1: none)."""
+
+    def __init__(self, stacks: dict, rows: torch.Tensor):
+        self.stacks = stacks
+        self._rows = rows
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def mask(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[rows, 1, Σr]: 1 where the column belongs to the row's adapter (made once per layout)."""
+        mask = self._masks.get(id(columns))
+        if mask is None:
+            mask = (self._rows[:, None] == columns[None, :]).to(dtype).unsqueeze(1)
+            self._masks[id(columns)] = mask
+        return mask
 
 
 def _logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
