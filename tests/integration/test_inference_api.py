@@ -11,7 +11,9 @@ import openai
 import pytest
 from adapter_helpers import BASE, make_lora, publish
 from gateway_harness import serve_gateway
+from peft import LoraConfig, get_peft_model
 from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
 from tunery.inference.v1 import inference_pb2_grpc
 from tunery_common.basemodels import ensure_base_model
 from tunery_common.bus import Bus
@@ -209,9 +211,12 @@ async def test_streams_with_usage_logprobs_and_choices(stack):
         assert mine[0].delta.role == "assistant"
         assert "".join(c.delta.content or "" for c in mine) == choice.message.content
         streamed = [t for c in mine if c.logprobs for t in c.logprobs.content]
-        assert [(t.token, t.logprob) for t in streamed] == [
-            (t.token, t.logprob) for t in choice.logprobs.content
-        ]
+        assert [t.token for t in streamed] == [t.token for t in choice.logprobs.content]
+        # The second request reuses the first one's prompt KV (prefix cache): the same
+        # arithmetic in another order, equal up to float rounding.
+        assert [t.logprob for t in streamed] == pytest.approx(
+            [t.logprob for t in choice.logprobs.content], rel=1e-5, abs=1e-5
+        )
         assert [c.finish_reason for c in mine if c.finish_reason] == [choice.finish_reason]
 
     plain = await chat(client, max_tokens=4, temperature=0, stream=True)
@@ -409,3 +414,19 @@ async def test_deleting_a_fine_tuned_model_and_a_checkpoint(stack, adapter):
     await applied(bus, registry)
     with pytest.raises(openai.NotFoundError):
         await chat(acme, model=checkpoint.id, max_tokens=2)
+
+
+async def test_a_model_whose_adapter_cannot_be_served_is_a_clear_409(stack, model_cache, tmp_path):
+    bus, registry, clients = stack
+    model = AutoModelForCausalLM.from_pretrained(ensure_base_model(BASE, model_cache))
+    config = LoraConfig(r=4, target_modules=["q_proj"], use_dora=True, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(tmp_path / "dora")
+    record, _ = await publish(bus, "acme", "ftjob-dora", tmp_path / "dora")
+    await applied(bus, registry)
+    for _ in range(2):  # nothing is kept from the failed load: the second request fails the same way
+        with pytest.raises(openai.ConflictError) as info:
+            await chat(clients["acme"], model=record.id, max_tokens=2)
+        body = info.value.body
+        assert (body["param"], body["code"]) == ("model", "model_not_servable")
+        assert record.id in body["message"] and "use_dora" in body["message"]
+    assert (await chat(clients["acme"], max_tokens=2)).choices[0].message.content is not None

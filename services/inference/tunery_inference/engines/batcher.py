@@ -8,6 +8,8 @@ max_tokens) or its client went away. No time windows: a request waits at most on
 The batch keeps one KV cache for all rows, left-padded to the longest row: each row has its own
 length, its own positions and an attention mask that hides its padding, so each row computes
 what it would alone. Columns that became padding for every row (the longest one left) are cut.
+
+Prefills reuse the KV of cached prompt prefixes (engines.prefix_cache): only the rest is prefilled.
 """
 
 import logging
@@ -23,6 +25,7 @@ from transformers import DynamicCache
 
 from tunery_inference.engines.choice_text import ChoiceText
 from tunery_inference.engines.lora_batch import AdapterRouter
+from tunery_inference.engines.prefix_cache import PrefixCache, PrefixMatch
 from tunery_inference.engines.sampling import SequenceSampler
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class Request:
     cancelled: bool = False  # set by the consumer (client gone); the loop drops its rows
     prefilled: int = 0
     cache: DynamicCache | None = None
+    prefix: PrefixMatch | None = None  # the cached prefix it started from
     running: int = 0  # rows in the batch
 
     def cancel(self) -> None:
@@ -64,6 +68,7 @@ class DecodeLoop:
         max_batch: int,
         prefill_chunk: int,
         router: AdapterRouter,
+        prefix_cache: PrefixCache | None = None,
     ):
         # The current model object (adapter changes may re-wrap it) and its adapter set's version.
         self._model = model
@@ -72,6 +77,7 @@ class DecodeLoop:
         self._device = device
         self._max_batch = max_batch
         self._prefill_chunk = prefill_chunk
+        self._prefix_cache = prefix_cache
         self._incoming: deque[Request] = deque()
         self._closed = False
         self._wake = threading.Condition()
@@ -130,7 +136,7 @@ class DecodeLoop:
             if len(self._rows) + len(request.rows) > self._max_batch and self._rows:
                 return  # the batch is full: wait for rows to leave
             if request.cache is None:
-                request.cache = DynamicCache(config=self._model()[0].config)
+                self._start_prefill(request)
             chunk = request.prompt_ids[request.prefilled : request.prefilled + budget]
             self._router.before_forward(*self._model(), self._adapters_in_sight())
             logits = self._router.forward(
@@ -143,7 +149,19 @@ class DecodeLoop:
             budget -= len(chunk)
             if request.prefilled == len(request.prompt_ids):
                 self._prefilling.popleft()
+                if self._prefix_cache is not None:  # before joining the batch changes the cache
+                    self._prefix_cache.remember(request.prefix, request.cache, self._model()[1])
                 self._start(request, logits)
+
+    def _start_prefill(self, request: Request) -> None:
+        """The request's cache, holding the longest cached prefix of its prompt, if any."""
+        model, version = self._model()
+        if self._prefix_cache is None:
+            request.cache = DynamicCache(config=model.config)
+            return
+        request.prefix = self._prefix_cache.match(request.adapter, request.prompt_ids, version)
+        request.cache = self._prefix_cache.start_cache(request.prefix, model.config)
+        request.prefilled = request.prefix.length
 
     def _start(self, request: Request, logits: torch.Tensor) -> None:
         """Each choice's first token from the prompt's logits; the choices that go on join the batch."""
@@ -154,7 +172,7 @@ class DecodeLoop:
             self.peak_rows = max(self.peak_rows, len(self._rows))
             self._owners += [request] * len(going_on)
             request.running = len(going_on)
-        request.cache = None
+        request.cache = request.prefix = None
         if not going_on:
             request.on_done()
 

@@ -1,4 +1,4 @@
-"""Chat and text completions with Hugging Face transformers and PEFT LoRA adapters.
+"""Chat and text completions with Hugging Face transformers and LoRA adapters (as PEFT saves them).
 
 The portable engine: any machine with torch runs it. Decoding is a hand-written token loop over the
 KV cache rather than `model.generate` (engines.batcher): requests join and leave one running batch
@@ -29,6 +29,7 @@ from tunery_inference.engines.errors import RequestError
 from tunery_inference.engines.lora_batch import AdapterRouter
 from tunery_inference.engines.lora_residency import AdapterResidency
 from tunery_inference.engines.outputs import Choice, Completion, Delta
+from tunery_inference.engines.prefix_cache import PrefixCache
 from tunery_inference.engines.sampling import GenerationParams, ResponseFormat, SequenceSampler
 from tunery_inference.engines.vocabulary import Vocabulary
 
@@ -51,9 +52,12 @@ class HFEngine:
         max_loras: int = 8,
         max_cpu_loras: int = 32,
         merge_after_passes: int | None = 8,
+        prefix_cache_mb: float = 256,
     ):
         """`merge_after_passes`: a lone adapter is merged into the base weights once every request
         in sight has used it alone for that many forward passes (engines.lora_batch); None: never.
+        `prefix_cache_mb`: memory for the KV of prompt prefixes that later prompts reuse
+        (engines.prefix_cache); 0: no prefix caching.
         """
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -74,13 +78,16 @@ class HFEngine:
         self.model_lock = model_lock = threading.RLock()
         self.adapters = AdapterResidency(model, model_lock, max_loras, max_cpu_loras)
         adapters = self.adapters  # not self: the loop thread must not keep the engine alive
+        # None when off; its `hits` and `tokens_reused` are for monitoring.
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._loop = DecodeLoop(
             lambda: (adapters.model, adapters.version),
             model_lock,
             self.device,
             max_batch,
             prefill_chunk,
-            AdapterRouter(adapters.merge, merge_after_passes),
+            AdapterRouter(adapters, merge_after_passes),
+            self.prefix_cache,
         )
         log.info("loaded %s on %s (%s)", model_dir, self.device, dtype)
 
@@ -100,12 +107,18 @@ class HFEngine:
     # -- adapters ---------------------------------------------------------------------------------
 
     def load_adapter(self, name: str, adapter_dir: Path) -> None:
-        """Load a PEFT LoRA adapter folder under `name`; a name already loaded is left as it is.
-        It may be evicted later (least recently used); a request for it then loads it again."""
+        """Load a LoRA adapter folder (as PEFT saves it) under `name`; a name already loaded is
+        left as it is. It may be evicted later (least recently used); a request for it then
+        loads it again. OSError, or UnsupportedAdapter (a ValueError) saying what is wrong with
+        the folder; nothing is kept then."""
         if self.adapters.known(name):
             return
         self.adapters.register(name, adapter_dir)
-        self.adapters.acquire(name)
+        try:
+            self.adapters.acquire(name)
+        except (OSError, ValueError):
+            self.adapters.forget(name)
+            raise
         self.adapters.release(name)
         log.info("loaded adapter %s from %s", name, adapter_dir)
 
@@ -184,7 +197,7 @@ class HFEngine:
     def _acquire(self, adapter: str) -> None:
         try:
             self.adapters.acquire(adapter)
-        except (OSError, ValueError) as exc:  # its folder went away (PEFT: ValueError), the model was deleted
+        except (OSError, ValueError) as exc:  # its folder went away, the model was deleted
             self.adapters.forget(adapter)
             raise KeyError(f"adapter {adapter!r} is no longer available: {exc}") from None
 
