@@ -90,7 +90,7 @@ class InferenceMetrics:
 
 
 class RequestTimer:
-    """One request's token timings; its streams may be iterated in a worker thread, one at a time."""
+    """One request's token timings; its streams are read one at a time."""
 
     def __init__(self, metrics: InferenceMetrics, model: str):
         self.metrics = metrics
@@ -134,6 +134,17 @@ class TimedStream:
     def __next__(self):
         try:
             item = next(self._stream)
+        finally:
+            self._leave_queue()
+        self._timer.on_item(item)
+        return item
+
+    def __aiter__(self) -> "TimedStream":
+        return self
+
+    async def __anext__(self):
+        try:
+            item = await self._stream.__anext__()
         finally:
             self._leave_queue()
         self._timer.on_item(item)

@@ -4,8 +4,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -24,11 +23,6 @@ from tunery_inference.metrics import InferenceMetrics
 from tunery_inference.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-
-_END = object()
-# Each running completion has a thread waiting on the engine's decode loop for its next token;
-# asyncio's default pool (a few threads per core) would cap how many requests share a batch.
-_WAITING_THREADS = 1024
 
 
 def model_not_found(model_id: str) -> ServiceError:
@@ -135,7 +129,6 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         registry.on_removed.append(engines.drop_adapter)  # a deleted model frees its adapter's memory
         self.default_max_tokens = default_max_tokens
         self.metrics = metrics or InferenceMetrics()
-        self._waiting = ThreadPoolExecutor(_WAITING_THREADS, thread_name_prefix="completion")
 
     async def _resolve(self, org: str, model_id: str) -> tuple[Engine, str | None]:
         """The engine of the model's base and the adapter to apply (None for a base model)."""
@@ -179,7 +172,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             response_format=ResponseFormat(fmt.type or "text", fmt.json_schema or None),
         )
 
-    async def _start(self, request, build: Callable[..., _Input]) -> tuple[_Input, int, list[Iterator]]:
+    async def _start(self, request, build: Callable[..., _Input]) -> tuple[_Input, int, list]:
         """The input, n, and one engine stream per prompt; every refusal comes back as a ServiceError.
 
         The engine checks a request when a stream is made, before the first delta: a prompt over
@@ -225,9 +218,10 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         except ServiceError as exc:
             await abort_with(context, exc)
             return
-        completions = await asyncio.get_running_loop().run_in_executor(
-            self._waiting, lambda: [_last(stream) for stream in streams]
-        )
+        try:
+            completions = [await _last(stream) for stream in streams]
+        finally:
+            _close(streams)  # the client went away: stop generating
         choices = [
             inference_pb2.Choice(
                 index=p * n + choice.index,
@@ -260,47 +254,23 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             return inference_pb2.CompletionChunk(id=chunk_id, model=request.model, created=created, **fields)
 
         completions, started = [], set()
-        async for p, item in self._stream(_chain(streams)):
-            if isinstance(item, Completion):
-                completions.append(item)
-                continue
-            index = p * n + item.index
-            if given.echo and index not in started:
-                yield chunk(index=index, delta=given.prompts[p])
-            started.add(index)
-            if isinstance(item, Delta):
-                yield chunk(index=index, delta=item.text, logprobs=_logprobs_proto(item.logprobs))
-            elif isinstance(item, Choice):
-                yield chunk(index=index, finish_reason=item.finish_reason)
-        yield chunk(usage=usage_of(completions))
-
-    async def _stream(self, stream):
-        """Runs an engine's blocking stream in a thread and hands its items to the event loop."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancelled = False
-
-        def produce():
-            try:
-                for item in stream:
-                    if cancelled:
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                stream.close()
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        producer = loop.run_in_executor(self._waiting, produce)
         try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
+            for p, stream in enumerate(streams):
+                async for item in stream:
+                    if isinstance(item, Completion):
+                        completions.append(item)
+                        continue
+                    index = p * n + item.index
+                    if given.echo and index not in started:
+                        yield chunk(index=index, delta=given.prompts[p])
+                    started.add(index)
+                    if isinstance(item, Delta):
+                        yield chunk(index=index, delta=item.text, logprobs=_logprobs_proto(item.logprobs))
+                    elif isinstance(item, Choice):
+                        yield chunk(index=index, finish_reason=item.finish_reason)
         finally:
-            cancelled = True  # the client went away: stop generating
-            await producer
+            _close(streams)  # the client went away: stop generating
+        yield chunk(usage=usage_of(completions))
 
     async def ListModels(self, request, context):
         return inference_pb2.ListModelsResponse(
@@ -334,17 +304,13 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         )
 
 
-def _last(stream: Iterator) -> Completion:
-    *_, completion = stream
-    return completion
+async def _last(stream) -> Completion:
+    async for item in stream:
+        last = item
+    return last
 
 
-def _chain(streams: list[Iterator]) -> Iterator[tuple[int, Delta | Choice | Completion]]:
-    """The items of each prompt's stream in turn, with the prompt's position."""
-    try:
-        for position, stream in enumerate(streams):
-            for item in stream:
-                yield position, item
-    finally:
-        for stream in streams:  # frees the engine when the client went away midway
-            stream.close()
+def _close(streams: list) -> None:
+    """Frees the engine of what is still running (a client that went away midway)."""
+    for stream in streams:
+        stream.close()

@@ -1,11 +1,10 @@
 """The engine interface the gRPC service relies on; each engine (transformers, vLLM) implements it."""
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from tunery_inference.engines.outputs import Choice, Completion, Delta
 from tunery_inference.engines.sampling import GenerationParams
+from tunery_inference.engines.streams import EngineStream
 
 Prompt = str | list[dict]  # raw text, or chat messages for the model's chat template
 
@@ -23,8 +22,9 @@ class Engine(Protocol):
 
     def stream(
         self, prompt: Prompt, adapter: str | None, params: GenerationParams, tools: list[dict] | None = None
-    ) -> Iterator[Delta | Choice | Completion]:
-        """Each choice's deltas then its Choice, choice after choice, then the Completion.
+    ) -> EngineStream:
+        """Each choice's deltas then its Choice, choice after choice, then the Completion, to
+        iterate in a thread or `async for` on an event loop.
 
         Checks the request before returning (generation may start at once): raises
         RequestError (engines.errors) naming the parameter at fault, KeyError for an adapter

@@ -13,7 +13,6 @@ Prefills reuse the KV of cached prompt prefixes (engines.prefix_cache): only the
 """
 
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from tunery_inference.engines.choice_text import ChoiceText
 from tunery_inference.engines.lora_batch import AdapterRouter
 from tunery_inference.engines.prefix_cache import PrefixCache, PrefixMatch
 from tunery_inference.engines.sampling import SequenceSampler
+from tunery_inference.engines.streams import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ class Row:
     sampler: SequenceSampler
     text: ChoiceText
     max_new: int
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    out: Outbox = field(default_factory=Outbox)
     generated: int = 0
-    next_token: int = 0  # sampled, not yet fed to the model
+    next_token: int = 0  # sampled (or the prompt's last token), not yet fed to the model
 
 
 @dataclass(eq=False)
@@ -137,6 +137,15 @@ class DecodeLoop:
                 return  # the batch is full: wait for rows to leave
             if request.cache is None:
                 self._start_prefill(request)
+                if 0 < request.prefilled == len(request.prompt_ids) - 1:
+                    # All but the last token were cached: it goes through the next decoding
+                    # step with the batch's rows instead of a forward pass of its own.
+                    self._prefilling.popleft()
+                    for row in request.rows:
+                        row.next_token = request.prompt_ids[-1]
+                    self._add_rows(request, request.rows)
+                    budget -= 1
+                    continue
             chunk = request.prompt_ids[request.prefilled : request.prefilled + budget]
             self._router.before_forward(*self._model(), self._adapters_in_sight())
             logits = self._router.forward(
@@ -165,15 +174,18 @@ class DecodeLoop:
 
     def _start(self, request: Request, logits: torch.Tensor) -> None:
         """Each choice's first token from the prompt's logits; the choices that go on join the batch."""
-        going_on = [row for row in request.rows if self._advance(row, logits)]
-        if going_on:
-            self._join(request.cache, len(going_on))
-            self._rows += going_on
+        self._add_rows(request, [row for row in request.rows if self._advance(row, logits)])
+
+    def _add_rows(self, request: Request, rows: list[Row]) -> None:
+        """The request's rows join the batch with its prefilled cache (none: the request is done)."""
+        if rows:
+            self._join(request.cache, len(rows))
+            self._rows += rows
             self.peak_rows = max(self.peak_rows, len(self._rows))
-            self._owners += [request] * len(going_on)
-            request.running = len(going_on)
+            self._owners += [request] * len(rows)
+            request.running = len(rows)
         request.cache = request.prefix = None
-        if not going_on:
+        if not rows:
             request.on_done()
 
     def _step(self) -> None:
@@ -186,7 +198,7 @@ class DecodeLoop:
             [owner.adapter for owner in self._owners],
             input_ids=torch.tensor([[row.next_token] for row in rows], device=self._device),
             position_ids=torch.tensor(
-                [
+                [  # a row that joined at its prompt's last token has generated none yet
                     [len(owner.prompt_ids) + row.generated - 1]
                     for row, owner in zip(rows, self._owners, strict=True)
                 ],

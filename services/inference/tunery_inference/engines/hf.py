@@ -28,9 +28,10 @@ from tunery_inference.engines.constrained import Grammars
 from tunery_inference.engines.errors import RequestError
 from tunery_inference.engines.lora_batch import AdapterRouter
 from tunery_inference.engines.lora_residency import AdapterResidency
-from tunery_inference.engines.outputs import Choice, Completion, Delta
+from tunery_inference.engines.outputs import Completion
 from tunery_inference.engines.prefix_cache import PrefixCache
 from tunery_inference.engines.sampling import GenerationParams, ResponseFormat, SequenceSampler
+from tunery_inference.engines.streams import EngineStream
 from tunery_inference.engines.vocabulary import Vocabulary
 
 # What callers of this engine need, importable from here too.
@@ -152,7 +153,7 @@ class HFEngine:
         adapter: str | None,
         params: GenerationParams,
         tools: list[dict] | None = None,
-    ) -> Iterator[Delta | Choice | Completion]:
+    ) -> EngineStream:
         """Each choice's text deltas and then the Choice, choice after choice, then the Completion.
 
         `prompt` is chat messages (rendered with the model's chat template, `tools` included) or
@@ -190,7 +191,7 @@ class HFEngine:
             self._acquire(adapter)  # pinned (loaded if it was evicted) until the request is done
         request = Request(prompt_ids, adapter, rows, on_done=_once(lambda: self._release(adapter)))
         self._loop.submit(request)
-        stream = _outputs(request)
+        stream = EngineStream([row.out for row in request.rows], len(prompt_ids), request.cancel)
         weakref.finalize(stream, request.cancel)  # a stream dropped before it started
         return stream
 
@@ -228,24 +229,6 @@ class HFEngine:
         if not ids:
             raise RequestError("the prompt is empty", "prompt")
         return ids
-
-
-def _outputs(request: Request) -> Iterator[Delta | Choice | Completion]:
-    """The request's items in the documented order: choice after choice, then the Completion."""
-    choices = []
-    try:
-        for row in request.rows:
-            while True:
-                item = row.out.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if isinstance(item, Choice):
-                    choices.append(item)
-                    break
-        yield Completion(choices, len(request.prompt_ids))
-    finally:
-        request.cancel()  # the client went away, or nothing is left to do
 
 
 def _once(action):

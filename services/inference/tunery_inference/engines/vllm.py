@@ -13,7 +13,7 @@ Completion items.
 Each of the `n` choices is a vLLM request of its own, sampled with the choice's seed as the other
 engine does (vLLM's prefix cache shares the prompt between them), and is aborted as soon as its
 text is complete (a stop string) or its stream is closed. AsyncLLM lives on an event loop in a
-thread of this engine; the service's blocking iterators wait on queues that the loop fills.
+thread of this engine, which fills each choice's outbox (engines.streams).
 
 Differences from the transformers engine: sampling draws from vLLM's random generators, so seeded
 outputs differ between engines (greedy ones agree); logprobs are the model's own (vLLM's
@@ -25,12 +25,10 @@ import itertools
 import json
 import logging
 import os
-import queue
 import threading
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import aclosing
 from dataclasses import replace
@@ -49,9 +47,10 @@ from tunery_inference.engines.base import Prompt
 from tunery_inference.engines.choice_text import ChoiceText
 from tunery_inference.engines.constrained import Grammars
 from tunery_inference.engines.errors import RequestError
-from tunery_inference.engines.outputs import Choice, Completion, Delta
+from tunery_inference.engines.outputs import Choice, Completion
 from tunery_inference.engines.prompts import check_logit_bias, completion_room, eos_token_ids, prompt_ids
 from tunery_inference.engines.sampling import MAX_TOP_LOGPROBS, GenerationParams, Sampled, SequenceSampler
+from tunery_inference.engines.streams import EngineStream, Outbox
 from tunery_inference.engines.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,6 @@ log = logging.getLogger(__name__)
 # memory (and refuses to start when less is free): a service that shares the host takes this.
 CPU_KV_CACHE_GB = 2.0
 _GIB = 1 << 30
-_END = object()
 
 
 class VLLMEngine:
@@ -210,7 +208,7 @@ class VLLMEngine:
 
     def stream(
         self, prompt: Prompt, adapter: str | None, params: GenerationParams, tools: list[dict] | None = None
-    ) -> Iterator[Delta | Choice | Completion]:
+    ) -> EngineStream:
         """Each choice's text deltas and then the Choice, choice after choice, then the Completion.
 
         `prompt` is chat messages (rendered with the model's chat template, `tools` included) or
@@ -235,7 +233,7 @@ class VLLMEngine:
         self._started(adapter, len(choices))
         for choice in choices:
             choice.start(self._generate(choice, ids, lora), lambda: self._ended(adapter))
-        stream = _outputs(choices, len(ids), lambda: self._abort(choices))
+        stream = EngineStream([choice.out for choice in choices], len(ids), lambda: self._abort(choices))
         weakref.finalize(stream, _cancel, choices)  # a stream dropped before it started
         return stream
 
@@ -243,7 +241,7 @@ class VLLMEngine:
         """Stops the choices still running: when this returns vLLM has dropped them (their
         batch slots and KV cache are free), unless called on the loop itself (a stream
         collected there), which only asks."""
-        running = [choice.request_id for choice in choices if not (choice.ended or choice.read)]
+        running = [choice.request_id for choice in choices if not choice.ended]
         llm = self.__dict__.get("_llm")  # None once the engine is closed
         if running and llm is not None and not self._loop.in_loop():
             self._loop.run(llm.abort(running))
@@ -314,15 +312,14 @@ class VLLMEngine:
                 if isinstance(item, Choice) and stopped:
                     item = replace(item, finish_reason="stop")  # e.g. vLLM ended a complete grammar
                 out.put(item)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # its stream was closed, or the engine is closing
+            out.put(RuntimeError("the generation was stopped"))
             raise
         except VLLMClientError as exc:  # vLLM refused the request
             out.put(_request_error(exc))
         except Exception as exc:  # noqa: BLE001 - handed to the reader of the stream
             log.exception("vLLM generation failed")
             out.put(exc)
-        finally:
-            out.put(_END)
 
     def _started(self, adapter: str | None, n: int) -> None:
         with self._lock:
@@ -356,10 +353,9 @@ class _RunningChoice:
     def __init__(self, text: ChoiceText, sampling: SamplingParams, loop: "_LoopThread"):
         self.text = text
         self.sampling = sampling
-        self.out: queue.Queue = queue.Queue()
+        self.out = Outbox()
         self.request_id = uuid.uuid4().hex
         self.ended = False  # its vLLM request is over
-        self.read = False  # its reader has had all its items: its vLLM request is over too
         self._loop = loop
         self._task: asyncio.Task | None = None
 
@@ -388,25 +384,6 @@ def _sampled(token: int, logprobs, position: int, sampling: SamplingParams) -> S
     ranked = logprobs[position]  # token id → Logprob: the k most likely, and the sampled one
     top = sorted(((t, p) for t, p in ranked.items() if p.rank <= sampling.logprobs), key=lambda e: e[1].rank)
     return Sampled(token, ranked[token].logprob, [(t, p.logprob) for t, p in top])
-
-
-def _outputs(
-    choices: list[_RunningChoice], prompt_tokens: int, abort: Callable[[], None]
-) -> Iterator[Delta | Choice | Completion]:
-    """The choices' items in the documented order: choice after choice, then the Completion."""
-    finished = []
-    try:
-        for choice in choices:
-            while (item := choice.out.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if isinstance(item, Choice):
-                    finished.append(item)
-            choice.read = True
-        yield Completion(finished, prompt_tokens)
-    finally:
-        abort()  # the client went away, or nothing is left to do
 
 
 def _cancel(choices: list[_RunningChoice]) -> None:
