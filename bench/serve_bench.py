@@ -6,11 +6,14 @@ official `openai` client:
   - base: N concurrent streams of `--tokens` output tokens each (tokens/s over the wall time);
   - one adapter: the same streams on one fine-tuned model (ratio vs base; target >= 0.8);
   - mixed: the streams spread over 8 adapters (ratio vs base; target >= 0.6);
-  - in-process baseline: plain transformers `generate` on a left-padded batch of N prompts (the
-    best engine through the gateway vs it; target >= 0.8);
+  - in-process baselines: plain transformers `generate` on a left-padded batch of N prompts, and
+    vLLM's offline `LLM.chat` on the same batch where vLLM is installed (the best engine through
+    the gateway vs the better of the two; target >= 0.8);
   - hot-load: registry write -> first completion from the new adapter (p50/p95);
   - gateway overhead: one 1-token request through the gateway vs straight to inference gRPC,
-    open-loop at `--rate` requests/s (p50/p99 of each, and the difference).
+    open-loop at `--rate` requests/s (p50/p99 of each, and the difference), on `--overhead-model`
+    (tiny: the engine answers at once, so the difference is the gateway's) and on `--model`
+    (where a slow machine queues the requests in the engine, and the figures carry that noise).
 The last line of output is one JSON object.
 
     .venv/bin/python bench/serve_bench.py [--model smollm2-135m-instruct] [--streams 32] [--tokens 64]
@@ -22,6 +25,7 @@ skips vLLM's graph capture).
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +52,7 @@ from tunery_common.records import ModelRecord, fine_tuned_model_id
 from tunery_common.settings import CommonSettings
 
 ORG, KEY = "org-bench", "key-bench"
+CPU_KV_CACHE_BYTES = 2 << 30  # vLLM's KV cache without a GPU, as the inference service sizes it
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -80,13 +85,19 @@ def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-async def publish(bus: Bus, base: str, job_id: str, adapter_dir: Path) -> str:
+async def store_adapter(bus: Bus, base: str, job_id: str, adapter_dir: Path) -> ModelRecord:
+    """Uploads the adapter as the trainer does before it registers the model."""
     model_id = fine_tuned_model_id(base, ORG, "bench", job_id)
     record = ModelRecord(id=model_id, org=ORG, parent=base, job_id=job_id, adapter_object="")
     record.adapter_object = adapter_object_name(ORG, record.key_id)
     await bus.put_object(record.adapter_object, pack_adapter(adapter_dir))
+    return record
+
+
+async def publish(bus: Bus, base: str, job_id: str, adapter_dir: Path) -> str:
+    record = await store_adapter(bus, base, job_id, adapter_dir)
     await bus.models.put(ORG, record.key_id, record)
-    return model_id
+    return record.id
 
 
 async def one_stream(client: openai.AsyncOpenAI, model: str, prompt: str, tokens: int) -> int:
@@ -134,11 +145,13 @@ async def first_completion(client, model: str) -> None:
 
 
 async def hot_loads(client, bus, base: str, adapters: list[Path]) -> list[float]:
+    """From the registry write (the adapter already uploaded) to the first completion."""
     seconds = []
     for i, folder in enumerate(adapters):
+        record = await store_adapter(bus, base, f"ftjob-hot{i}", folder)
         started = time.perf_counter()
-        model_id = await publish(bus, base, f"ftjob-hot{i}", folder)
-        await first_completion(client, model_id)
+        await bus.models.put(ORG, record.key_id, record)
+        await first_completion(client, record.id)
         seconds.append(time.perf_counter() - started)
     return seconds
 
@@ -215,14 +228,40 @@ def in_process_generate(model_dir: Path, streams: int, tokens: int) -> dict:
     return {"tokens": generated, "seconds": round(elapsed, 2), "tokens_per_s": round(generated / elapsed, 1)}
 
 
-def start_stack(home: Path, model: str, engine: str) -> tuple[subprocess.Popen, dict]:
+def in_process_vllm_chat(model_dir: Path, streams: int, tokens: int) -> dict:
+    """vLLM's offline `LLM.chat` on the same batch: the other in-process baseline. It runs in a
+    fresh process (this script with --vllm-baseline), as vLLM wants; its start-up is not timed."""
+    argv = [sys.executable, __file__, "--vllm-baseline", str(model_dir), "--streams", str(streams)]
+    done = subprocess.run([*argv, "--tokens", str(tokens)], capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        raise RuntimeError(f"the vLLM baseline failed:\n{done.stderr[-3000:]}")
+    # vLLM logs to stdout too: the figures are the last JSON line.
+    return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
+
+
+def vllm_chat(model_dir: Path, streams: int, tokens: int) -> dict:
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    from vllm import LLM, SamplingParams  # noqa: PLC0415 - optional, and only in this process
+
+    llm = LLM(model=str(model_dir), max_num_seqs=streams, kv_cache_memory_bytes=CPU_KV_CACHE_BYTES)
+    batch = [[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}] for i in range(streams)]
+    llm.chat(batch[:2], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
+    params = SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=0)
+    started = time.perf_counter()
+    outputs = llm.chat(batch, params, use_tqdm=False)
+    elapsed = time.perf_counter() - started
+    generated = sum(len(output.outputs[0].token_ids) for output in outputs)
+    return {"tokens": generated, "seconds": round(elapsed, 2), "tokens_per_s": round(generated / elapsed, 1)}
+
+
+def start_stack(home: Path, models: str, engine: str) -> tuple[subprocess.Popen, dict]:
     env = {
         **os.environ,
         "TUNERY_INFERENCE_ENGINE": engine,
         "TUNERY_HOME": str(home),
         "TUNERY_API_KEYS": f"{KEY}:{ORG}",
         "TUNERY_LOG_JSON": "false",
-        "TUNERY_INFERENCE_PRELOAD": model,
+        "TUNERY_INFERENCE_PRELOAD": models,
         "TUNERY_MODEL_CACHE": str(CommonSettings().model_cache),
     }
     env.pop("TUNERY_NATS_URL", None)
@@ -251,9 +290,11 @@ async def measure(args, state: dict, model_dir: Path, work: Path) -> dict:
         one = await throughput(client, served[:1], args.streams, args.tokens)
         mixed = await throughput(client, served, args.streams, args.tokens)
         hot = await hot_loads(client, bus, args.model, adapters[8:])
-        overhead = await gateway_overhead(
-            client, state["addrs"]["inference"], args.model, args.rate, args.requests
-        )
+        inference = state["addrs"]["inference"]
+        overhead = {
+            model: await gateway_overhead(client, inference, model, args.rate, args.requests)
+            for model in (args.overhead_model, args.model)
+        }
     finally:
         await bus.close()
         await client.close()
@@ -271,17 +312,32 @@ def main() -> None:
     parser.add_argument(
         "--requests", type=int, default=100, help="requests per path for the gateway overhead"
     )
+    parser.add_argument(
+        "--overhead-model",
+        default="tiny-random-llama",
+        help="a second model for the gateway overhead, fast enough that the engine never queues "
+        "requests at --rate (on a slow machine the main model's own queueing hides the gateway's cost)",
+    )
+    parser.add_argument("--no-vllm-baseline", action="store_true", help="skip vLLM's offline LLM.chat")
+    parser.add_argument("--vllm-baseline", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
     args = parser.parse_args()
+    if args.vllm_baseline:
+        print(json.dumps(vllm_chat(args.vllm_baseline, args.streams, args.tokens)))
+        return
     model_dir = ensure_base_model(args.model, CommonSettings().model_cache)
+    ensure_base_model(args.overhead_model, CommonSettings().model_cache)
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    proc, state = start_stack(work, args.model, args.engine)
+    proc, state = start_stack(work, f"{args.model},{args.overhead_model}", args.engine)
     try:
         served = asyncio.run(measure(args, state, model_dir, work))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
     # The stack is down: the in-process baseline has the machine to itself, as the stack had.
-    baseline = in_process_generate(model_dir, args.streams, args.tokens)
+    baselines = {"in_process_generate": in_process_generate(model_dir, args.streams, args.tokens)}
+    if not args.no_vllm_baseline and importlib.util.find_spec("vllm") is not None:
+        baselines["in_process_vllm_chat"] = in_process_vllm_chat(model_dir, args.streams, args.tokens)
+    baseline = max(figures["tokens_per_s"] for figures in baselines.values())
     shutil.rmtree(work, ignore_errors=True)
     base_tps = served["base"]["tokens_per_s"]
     best = max(served["base"]["tokens_per_s"], served["one_adapter"]["tokens_per_s"])
@@ -292,10 +348,10 @@ def main() -> None:
         "streams": args.streams,
         "tokens": args.tokens,
         **served,
-        "in_process_generate": baseline,
+        **baselines,
         "one_adapter_vs_base": round(served["one_adapter"]["tokens_per_s"] / base_tps, 2),
         "eight_adapters_vs_base": round(served["eight_adapters"]["tokens_per_s"] / base_tps, 2),
-        "best_gateway_vs_in_process": round(best / baseline["tokens_per_s"], 2),
+        "best_gateway_vs_in_process": round(best / baseline, 2),
         "hot_load_p50_s": round(statistics.median(hot), 3),
         "hot_load_p95_s": round(percentile(hot, 0.95), 3),
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -83,4 +83,10 @@ async def test_completions_move_the_metrics_of_their_model(
         r.usage.completion_tokens for r in tuned
     )
     assert value("tunery_inference_adapter_load_seconds_count", model=model.id) == 1
+    # The second request of the base model and of the adapter reuse their first one's prompt KV
+    # (all of it but the last token, which gives the first generated token's logits).
+    assert value("tunery_inference_prefix_cache_hits_total", base_model=BASE) == 2
+    assert value("tunery_inference_prefix_cache_tokens_reused_total", base_model=BASE) == 2 * (
+        plain.usage.prompt_tokens - 1
+    )
     assert value("tunery_inference_resident_adapters", base_model=BASE) == 1

@@ -87,6 +87,10 @@ class EnginePool:
             prefix_cache_mb=s.prefix_cache_mb,
         )
 
+    def loaded(self) -> dict[str, Engine]:
+        """The engines loaded so far, by base model."""
+        return dict(self._engines)
+
     def drop_adapter(self, name: str) -> None:
         """Takes a deleted model's adapter out of the engines that hold it. Called on the event
         loop; the engines let go in a thread (one may wait for its decoding step)."""

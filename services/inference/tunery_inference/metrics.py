@@ -2,7 +2,7 @@
 
 The gRPC service wraps each engine stream in `timed`, so every engine gets the same metrics:
 time to first token, inter-token latency, tokens in and out, requests waiting for their first
-token, adapters resident and their load time. Served over HTTP by `serve_metrics`
+token, adapters resident and their load time, prefix cache hits. Served over HTTP by `serve_metrics`
 (TUNERY_INFERENCE_METRICS_PORT); tokens/s is `rate(tunery_inference_output_tokens_total[1m])`.
 """
 
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from tunery_inference.engines.outputs import Completion, Delta
 
@@ -72,6 +73,10 @@ class InferenceMetrics:
         self._resident: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
+    def track_prefix_caches(self, engines) -> None:
+        """Reports the prefix caches of the pool's engines (those that have one) at each scrape."""
+        self.registry.register(_PrefixCacheCollector(engines))
+
     def request(self, model: str) -> "RequestTimer":
         """Starts timing one request (call as it arrives, before the model is resolved)."""
         self.requests.labels(model).inc()
@@ -87,6 +92,32 @@ class InferenceMetrics:
             resident = self._resident.setdefault(base_model, set())
             resident.add(adapter)
             self.resident_adapters.labels(base_model).set(len(resident))
+
+
+class _PrefixCacheCollector:
+    """The counters each engine keeps, read when /metrics is scraped."""
+
+    def __init__(self, engines) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        hits = CounterMetricFamily(
+            "tunery_inference_prefix_cache_hits",
+            "Prompts that started from the cached KV of an earlier prompt's prefix",
+            labels=["base_model"],
+        )
+        reused = CounterMetricFamily(
+            "tunery_inference_prefix_cache_tokens_reused",
+            "Prompt tokens not prefilled thanks to the prefix cache",
+            labels=["base_model"],
+        )
+        for base_model, engine in self._engines.loaded().items():
+            cache = getattr(engine, "prefix_cache", None)
+            if cache is not None:
+                hits.add_metric([base_model], cache.hits)
+                reused.add_metric([base_model], cache.tokens_reused)
+        yield hits
+        yield reused
 
 
 class RequestTimer:

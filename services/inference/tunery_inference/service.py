@@ -129,6 +129,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         registry.on_removed.append(engines.drop_adapter)  # a deleted model frees its adapter's memory
         self.default_max_tokens = default_max_tokens
         self.metrics = metrics or InferenceMetrics()
+        self.metrics.track_prefix_caches(engines)
 
     async def _resolve(self, org: str, model_id: str) -> tuple[Engine, str | None]:
         """The engine of the model's base and the adapter to apply (None for a base model)."""

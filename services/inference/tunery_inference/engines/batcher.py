@@ -84,6 +84,7 @@ class DecodeLoop:
         self._prefilling: deque[Request] = deque()
         # The batch: row i of the cache and mask belongs to self._rows[i].
         self._rows: list[Row] = []
+        self._joining: list[tuple[DynamicCache, int]] = []  # admitted rows' caches, not yet in the batch's
         self._owners: list[Request] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached positions], 0 for padding
@@ -122,6 +123,7 @@ class DecodeLoop:
                         self._incoming.clear()
                     self._drop_cancelled()
                     self._admit()
+                    self._join()
                     if self._rows:
                         self._step()
             except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the loop
@@ -179,7 +181,7 @@ class DecodeLoop:
     def _add_rows(self, request: Request, rows: list[Row]) -> None:
         """The request's rows join the batch with its prefilled cache (none: the request is done)."""
         if rows:
-            self._join(request.cache, len(rows))
+            self._joining.append((request.cache, len(rows)))  # the cache joins before the next step
             self._rows += rows
             self.peak_rows = max(self.peak_rows, len(self._rows))
             self._owners += [request] * len(rows)
@@ -230,20 +232,27 @@ class DecodeLoop:
 
     # -- the batch's cache ------------------------------------------------------------------------
 
-    def _join(self, cache: DynamicCache, copies: int) -> None:
-        """Adds a prefilled one-row cache to the batch, `copies` times (the n choices of a prompt)."""
-        length = cache.get_seq_length()
-        mask = torch.ones(copies, length, dtype=torch.long, device=self._device)
-        if self._cache is None:
-            cache.batch_repeat_interleave(copies)
-            self._cache, self._mask = cache, mask
+    def _join(self) -> None:
+        """Adds the prefilled one-row caches of the requests admitted since the last step to the
+        batch, each as many times as it has rows (the n choices of a prompt): one concatenation
+        per layer for all of them, not one per request."""
+        joining, self._joining = self._joining, []
+        if not joining:
             return
-        width = max(length, self._mask.shape[1])
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width, copies)])
-            old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width, copies)])
-        old_mask = F.pad(self._mask, (width - self._mask.shape[1], 0))
-        self._mask = torch.cat([old_mask, F.pad(mask, (width - length, 0))])
+        lengths = [cache.get_seq_length() for cache, _ in joining]
+        sources, masks, width = joining, [], max(lengths)
+        if self._cache is not None:
+            sources = [(self._cache, 1), *joining]
+            width = max(width, self._mask.shape[1])
+            masks.append(F.pad(self._mask, (width - self._mask.shape[1], 0)))
+        for (_, copies), length in zip(joining, lengths, strict=True):
+            ones = torch.ones(copies, length, dtype=torch.long, device=self._device)
+            masks.append(F.pad(ones, (width - length, 0)))
+        target = sources[0][0]
+        for i, layer in enumerate(target.layers):
+            layer.keys = torch.cat([_pad_left(c.layers[i].keys, width, n) for c, n in sources])
+            layer.values = torch.cat([_pad_left(c.layers[i].values, width, n) for c, n in sources])
+        self._cache, self._mask = target, torch.cat(masks)
 
     def _keep(self, indices: list[int]) -> None:
         """Keeps these rows of the batch; the others have ended."""
@@ -278,6 +287,7 @@ class DecodeLoop:
     def _fail_all(self, exc: Exception) -> None:
         requests = list(dict.fromkeys(self._owners + list(self._prefilling)))
         self._rows, self._owners, self._cache, self._mask = [], [], None, None
+        self._joining = []
         self._prefilling.clear()
         for request in requests:
             for row in request.rows:
@@ -288,5 +298,5 @@ class DecodeLoop:
 def _pad_left(states: torch.Tensor, width: int, copies: int = 1) -> torch.Tensor:
     """[rows, heads, positions, dim] padded with zeros before the first position up to `width`
     (a one-row cache repeated `copies` times)."""
-    padded = F.pad(states, (0, 0, width - states.shape[2], 0))
+    padded = states if states.shape[2] == width else F.pad(states, (0, 0, width - states.shape[2], 0))
     return padded.expand(copies, -1, -1, -1) if copies > 1 else padded
