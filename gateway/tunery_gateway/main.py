@@ -1,5 +1,6 @@
 """The gateway process: the app factory and its entry point (`python -m tunery_gateway.main`)."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -64,6 +65,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             stack.push_async_callback(dataprep.close)
             app.state.dataprep = dataprep_pb2_grpc.DataPrepStub(dataprep)
             log.info("gateway ready", extra={"fields": {"nats": settings.nats_url}})
+            gc.freeze()  # start-up's objects live as long as the process: no collection walks them
             yield
 
     app = FastAPI(title="Tunery", summary="OpenAI-compatible fine-tuning API", lifespan=lifespan)

@@ -1,6 +1,7 @@
 """One engine per base model, loaded on first use (or at start-up with `preload`)."""
 
 import asyncio
+import gc
 import importlib.util
 import logging
 from pathlib import Path
@@ -57,6 +58,7 @@ class EnginePool:
                 log.info("loading base model %s (%s engine)", base_model, self.engine)
                 model_dir = await asyncio.to_thread(ensure_base_model, base_model, self.model_cache)
                 self._engines[base_model] = await asyncio.to_thread(self._load, model_dir)
+                gc.freeze()  # a model's many objects stay: no full collection walks them again
                 log.info("base model %s loaded", base_model)
         return self._engines[base_model]
 
