@@ -97,11 +97,14 @@ class DecodeLoop:
             self._incoming.append(request)
             self._wake.notify()
 
-    def close(self) -> None:
-        """Stops the loop thread once the work it has is done."""
+    def close(self, wait_s: float = 0) -> None:
+        """Stops the loop thread once the work it has is done, waiting up to `wait_s` for it: a
+        process that exits while the thread is inside a forward pass is aborted by the runtime."""
         with self._wake:
             self._closed = True
             self._wake.notify()
+        if wait_s and threading.current_thread() is not self._thread:
+            self._thread.join(wait_s)
 
     @property
     def running_rows(self) -> int:

@@ -38,6 +38,7 @@ from tunery_inference.engines.vocabulary import Vocabulary
 __all__ = ["Completion", "GenerationParams", "HFEngine", "RequestError", "ResponseFormat", "_Detokenizer"]
 
 log = logging.getLogger(__name__)
+_CLOSE_WAIT_S = 30.0  # for the running requests to end when the engine closes
 
 
 class HFEngine:
@@ -98,8 +99,8 @@ class HFEngine:
         return self._loop.peak_rows
 
     def close(self) -> None:
-        """Ends the decode loop thread (after the requests it has)."""
-        self._loop.close()
+        """Ends the decode loop thread after the requests it has (waiting for them a while)."""
+        self._loop.close(wait_s=_CLOSE_WAIT_S)
 
     def __del__(self) -> None:
         if hasattr(self, "_loop"):
