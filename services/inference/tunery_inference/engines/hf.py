@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import jinja2
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -30,6 +29,13 @@ from tunery_inference.engines.lora_batch import AdapterRouter
 from tunery_inference.engines.lora_residency import AdapterResidency
 from tunery_inference.engines.outputs import Completion
 from tunery_inference.engines.prefix_cache import PrefixCache
+from tunery_inference.engines.prompts import (
+    chat_prompt_ids,
+    check_logit_bias,
+    completion_room,
+    eos_token_ids,
+    prompt_ids,
+)
 from tunery_inference.engines.sampling import GenerationParams, ResponseFormat, SequenceSampler
 from tunery_inference.engines.streams import EngineStream
 from tunery_inference.engines.vocabulary import Vocabulary
@@ -68,10 +74,7 @@ class HFEngine:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         model = model.to(self.device).eval()
         self.context_length: int = model.config.max_position_embeddings
-        eos = model.generation_config.eos_token_id
-        # Chat models end a turn with a token (<|im_end|>) that the generation config may list
-        # beside the tokenizer's own eos.
-        self._eos_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        self._eos_ids = eos_token_ids(self.tokenizer, model_dir)
         self.vocab_size: int = model.get_output_embeddings().out_features  # the width of the logits
         self.vocabulary = Vocabulary(self.tokenizer, self.vocab_size, self._eos_ids)
         self.grammars = Grammars(self.vocabulary)
@@ -135,7 +138,7 @@ class HFEngine:
     # -- generation -------------------------------------------------------------------------------
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
-        return len(self._chat_prompt_ids(messages, None))
+        return len(chat_prompt_ids(self.tokenizer, messages, None))
 
     def generate(
         self,
@@ -162,24 +165,9 @@ class HFEngine:
         parameter, KeyError for an adapter that is not loaded. Decoding starts at once, in the
         running batch; closing or dropping the iterator takes the request out of it.
         """
-        if isinstance(prompt, str):
-            if tools:
-                raise RequestError("tools need chat messages", "tools")
-            prompt_ids, param = self._text_prompt_ids(prompt), "prompt"
-        else:
-            prompt_ids, param = self._chat_prompt_ids(prompt, tools), "messages"
-        room = self.context_length - len(prompt_ids)
-        if room < 1:
-            raise RequestError(
-                f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_length}",
-                param,
-                "context_length_exceeded",
-            )
-        if params.logit_bias and max(params.logit_bias) >= self.vocab_size:
-            raise RequestError(
-                f"logit_bias names token {max(params.logit_bias)}; the vocabulary has {self.vocab_size}",
-                "logit_bias",
-            )
+        ids, param = prompt_ids(self.tokenizer, prompt, tools)
+        room = completion_room(len(ids), self.context_length, param)
+        check_logit_bias(params, self.vocab_size)
         fmt = params.response_format
         constraints = [self.grammars.constraint(fmt.type, fmt.json_schema) for _ in range(params.n)]
         max_new = min(params.max_tokens, room)
@@ -190,9 +178,9 @@ class HFEngine:
             rows.append(Row(sampler, text, max_new))
         if adapter is not None:
             self._acquire(adapter)  # pinned (loaded if it was evicted) until the request is done
-        request = Request(prompt_ids, adapter, rows, on_done=_once(lambda: self._release(adapter)))
+        request = Request(ids, adapter, rows, on_done=_once(lambda: self._release(adapter)))
         self._loop.submit(request)
-        stream = EngineStream([row.out for row in request.rows], len(prompt_ids), request.cancel)
+        stream = EngineStream([row.out for row in request.rows], len(ids), request.cancel)
         weakref.finalize(stream, request.cancel)  # a stream dropped before it started
         return stream
 
@@ -206,30 +194,6 @@ class HFEngine:
     def _release(self, adapter: str | None) -> None:
         if adapter is not None:
             self.adapters.release(adapter)
-
-    def _chat_prompt_ids(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
-        text = self._render(messages, tools)
-        if tools and text == self._render(messages, None):
-            raise RequestError(
-                "this model's chat template does not support tools: they would not reach the model",
-                "tools",
-            )
-        # As apply_chat_template tokenizes: the template writes the special tokens itself.
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def _render(self, messages: list[dict], tools: list[dict] | None) -> str:
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, tools=tools or None, add_generation_prompt=True, tokenize=False
-            )
-        except jinja2.TemplateError as exc:  # e.g. roles that must alternate, raised by the template
-            raise RequestError(f"the model's chat template refused the messages: {exc}", "messages") from None
-
-    def _text_prompt_ids(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.encode(prompt)  # with the tokenizer's BOS, where it adds one
-        if not ids:
-            raise RequestError("the prompt is empty", "prompt")
-        return ids
 
 
 def _once(action):
