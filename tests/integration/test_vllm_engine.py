@@ -20,6 +20,7 @@ import pytest
 import torch
 from adapter_helpers import BASE, make_lora, publish
 from inference_stack import inference_stack
+from test_inference_api import TICKET  # bounded strings: the grammar's limits close them
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 from tunery_common.basemodels import ensure_base_model
 from tunery_inference.engine_pool import EnginePool
@@ -37,17 +38,6 @@ log = logging.getLogger(__name__)
 MESSAGES = [{"role": "user", "content": "Classify this ticket: my invoice is wrong."}]
 TEXT = "The support team answered the ticket"
 GREEDY = GenerationParams(max_tokens=24, temperature=0)
-TICKET = {  # bounded strings: a random model never closes a free one, the grammar's limits do
-    "type": "object",
-    "properties": {
-        "category": {"type": "string", "enum": ["billing", "technical", "account"]},
-        "urgent": {"type": "boolean"},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 2},
-    },
-    "required": ["category", "urgent", "priority", "tags"],
-    "additionalProperties": False,
-}
 CONTEXT = 512
 
 

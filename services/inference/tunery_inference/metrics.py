@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 
 from tunery_inference.engines.outputs import Completion, Delta
+from tunery_inference.engines.streams import EngineStream
 
 # From a few ms (a token on a GPU) to minutes (a long prompt queued on a CPU).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -129,7 +130,7 @@ class RequestTimer:
         self.started = time.perf_counter()
         self.last_token_at: float | None = None
 
-    def timed(self, stream: Iterator) -> "TimedStream":
+    def timed(self, stream: EngineStream) -> "TimedStream":
         return TimedStream(stream, self)
 
     def on_item(self, item: object) -> None:
@@ -152,23 +153,12 @@ class TimedStream:
     stream inside it.
     """
 
-    def __init__(self, stream: Iterator, timer: RequestTimer):
+    def __init__(self, stream: EngineStream, timer: RequestTimer):
         self._stream = stream
         self._timer = timer
         self._queued = True
-        self._queued_lock = threading.Lock()  # closed from another thread than the one iterating
+        self._queued_lock = threading.Lock()  # __del__ may run on any thread
         timer.metrics.queue_depth.labels(timer.model).inc()
-
-    def __iter__(self) -> "TimedStream":
-        return self
-
-    def __next__(self):
-        try:
-            item = next(self._stream)
-        finally:
-            self._leave_queue()
-        self._timer.on_item(item)
-        return item
 
     def __aiter__(self) -> "TimedStream":
         return self
@@ -183,9 +173,7 @@ class TimedStream:
 
     def close(self) -> None:
         self._leave_queue()
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        self._stream.close()
 
     def __del__(self) -> None:  # a stream dropped unread (a sibling prompt failed to start)
         self._leave_queue()
