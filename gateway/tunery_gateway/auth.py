@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from tunery_common.apikeys import ApiKeys
+from tunery_common.apikeys import ApiKeys, hash_key
 
 from tunery_gateway.errors import OpenAIError
 
@@ -22,9 +22,11 @@ async def current_org(
     if credentials is None or not credentials.credentials:
         raise _unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
     api_keys: ApiKeys = request.app.state.api_keys
-    org = api_keys.org_for(credentials.credentials)
+    key_hash = hash_key(credentials.credentials)
+    org = api_keys.org_for_hash(key_hash)
     if org is None:
         raise _unauthorized("Incorrect API key provided.")
+    request.state.key_hash = key_hash  # the rate limits' key, hashed once
     return org
 
 

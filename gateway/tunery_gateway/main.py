@@ -34,6 +34,7 @@ from tunery_gateway.routers import (
     models,
 )
 from tunery_gateway.settings import GatewaySettings
+from tunery_gateway.timing import ServerTiming
 
 log = logging.getLogger("tunery_gateway")  # not __main__ under `python -m`
 
@@ -75,18 +76,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_mb << 20, exempt_prefix="/v1/files")
+    app.add_middleware(ServerTiming)
     if settings.cors_origins:  # added last, so outermost: browsers can read every answer, 413s included
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.include_router(health.router)
+    # Routes are matched in order: the inference ones, hit most, first.
     for router in (
+        chat.router,
+        completions.router,
+        models.router,
         files.router,
         fine_tuning.router,
         evals.router,
-        models.router,
-        chat.router,
-        completions.router,
         datasets.router,
         cost.router,
     ):

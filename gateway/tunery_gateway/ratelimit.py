@@ -16,6 +16,7 @@ The most specific setting wins, field by field: the org's model, the org's kind 
 model, the kind of model. A field absent inherits; `null` means unlimited.
 """
 
+import functools
 import json
 import math
 import time
@@ -225,13 +226,15 @@ class RateLimiter:
         self._exempt_orgs = set(config.exempt_orgs)
         self._windows: dict[tuple[str, str], Window] = {}
         self._admissions = 0
+        # The config does not change while the gateway runs; bounded: model names come from clients.
+        self._limit_for = functools.lru_cache(maxsize=4096)(config.limit_for)
 
     def is_exempt(self, key_hash: str, org: str) -> bool:
         return key_hash in self._exempt_keys or org in self._exempt_orgs
 
     def admit(self, key_hash: str, org: str, model: str, tokens: int) -> Ticket:
         """Reserves one request and `tokens` for (key, model), or raises RateLimited."""
-        limit = self.config.limit_for(org, model)
+        limit = self._limit_for(org, model)
         if self.is_exempt(key_hash, org) or (limit.rpm is None and limit.tpm is None):
             return Ticket(None, None, RateState())
         now = self.clock()

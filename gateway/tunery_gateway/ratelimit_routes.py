@@ -6,20 +6,20 @@ stream's last message, or (a client gone mid-stream) from what was streamed unti
 """
 
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security.utils import get_authorization_scheme_param
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import MutableHeaders, State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tunery.inference.v1 import inference_pb2
-from tunery_common.apikeys import hash_key
 
 from tunery_gateway.auth import Org
 from tunery_gateway.errors import OpenAIError
 from tunery_gateway.ratelimit import RateLimited, RateLimiter, Ticket
+from tunery_gateway.timing import add_upstream
 
 _STATE_KEY = "rate_limit_headers"
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb; the gateway has no tokenizer
@@ -49,19 +49,23 @@ def reservation(request: CompletionRequest, default_max_tokens: int) -> int:
 class Admission:
     """One admitted request: wraps its inference call so that the reservation gets settled."""
 
-    def __init__(self, ticket: Ticket, prompt_tokens: int):
+    def __init__(self, ticket: Ticket, prompt_tokens: int, state: State):
         self.ticket = ticket
         self.prompt_tokens = prompt_tokens
+        self.state = state  # the HTTP request's, where the wait on the service is counted
 
     async def settled(
         self, call: Awaitable[inference_pb2.CompletionResponse]
     ) -> inference_pb2.CompletionResponse:
         """The reply of a whole completion, its usage settled; a failed call uses no tokens."""
+        started = time.perf_counter()
         try:
             reply = await call
         except BaseException:
             self.ticket.settle(0)
             raise
+        finally:
+            add_upstream(self.state, started)
         self.ticket.settle(reply.usage.total_tokens)
         return reply
 
@@ -69,11 +73,14 @@ class Admission:
         self, opening: Awaitable[AsyncIterator[inference_pb2.CompletionChunk]]
     ) -> AsyncIterator[inference_pb2.CompletionChunk]:
         """A stream's messages (see streaming.open_stream), settled when it ends however it ends."""
+        started = time.perf_counter()
         try:
             messages = await opening
         except BaseException:
             self.ticket.settle(0)
             raise
+        finally:
+            add_upstream(self.state, started)
         return self._meter(messages)
 
     async def _meter(
@@ -122,14 +129,17 @@ class RateLimitGate:
                 429, exc.message, type=exc.kind, code="rate_limit_exceeded", headers=headers
             ) from None
         setattr(self.request.state, _STATE_KEY, ticket.state.headers())
-        return Admission(ticket, prompt_estimate(inference_request))
+        return Admission(ticket, prompt_estimate(inference_request), self.request.state)
 
 
 async def rate_limit_gate(request: Request, org: Org) -> RateLimitGate:
-    _, key = get_authorization_scheme_param(request.headers.get("authorization"))
     settings = request.app.state.settings
     return RateLimitGate(
-        request.app.state.rate_limiter, request, org, hash_key(key), settings.rate_limit_default_max_tokens
+        request.app.state.rate_limiter,
+        request,
+        org,
+        request.state.key_hash,  # set by the Org dependency
+        settings.rate_limit_default_max_tokens,
     )
 
 

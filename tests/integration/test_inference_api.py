@@ -4,6 +4,7 @@ inference gRPC service (HF engine on the tiny random Llama) and a real NATS."""
 
 import asyncio
 import json
+import time
 from typing import Literal
 
 import jsonschema
@@ -221,6 +222,40 @@ async def test_streams_with_usage_logprobs_and_choices(stack):
 
     plain = await chat(client, max_tokens=4, temperature=0, stream=True)
     assert [chunk.usage async for chunk in plain][-1] is None  # without include_usage: none at all
+
+
+def server_timing(headers) -> dict[str, float]:
+    """`Server-Timing: gateway;dur=0.812, upstream;dur=9.431` as {name: ms}."""
+    return {
+        name.strip(): float(dur.removeprefix("dur="))
+        for name, dur in (entry.split(";") for entry in headers["server-timing"].split(","))
+    }
+
+
+async def test_server_timing_splits_the_gateway_from_the_inference_call(stack):
+    _, _, clients = stack
+    client = clients["acme"]
+    started = time.perf_counter()
+    raw = await client.chat.completions.with_raw_response.create(
+        model=BASE, messages=MESSAGES, max_tokens=2, temperature=0
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    timing = server_timing(raw.headers)
+    assert raw.parse().usage.completion_tokens == 2
+    assert set(timing) == {"gateway", "upstream"}
+    assert timing["gateway"] > 0 and timing["upstream"] > 0
+    assert timing["gateway"] + timing["upstream"] < elapsed_ms  # both inside the client's wait
+
+    streamed = await client.chat.completions.with_raw_response.create(
+        model=BASE, messages=MESSAGES, max_tokens=2, stream=True
+    )
+    assert set(server_timing(streamed.headers)) == {"gateway", "upstream"}  # upstream: to the 1st token
+    assert len([chunk async for chunk in streamed.parse()]) > 0
+
+    # Refused before any call to the service: all of it is the gateway's.
+    with pytest.raises(openai.BadRequestError) as info:
+        await chat(client, max_tokens=0)
+    assert set(server_timing(info.value.response.headers)) == {"gateway"}
 
 
 async def test_unsupported_and_bad_parameters_name_the_parameter(stack):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from starlette.datastructures import State
 from tunery.inference.v1 import inference_pb2
 from tunery_common.apikeys import hash_key
 from tunery_common.records import checkpoint_model_id
@@ -242,7 +243,7 @@ async def _opened(messages):
 
 async def test_a_stream_cut_short_settles_with_what_was_streamed():
     rl = limiter({"base_models": {"tpm": 1000}}, Clock())
-    admission = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20)
+    admission = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20, state=State())
     stream = await admission.metered(_opened(_chunks(5)))
     async for _ in stream:
         break  # the client went away after the first delta
@@ -252,14 +253,14 @@ async def test_a_stream_cut_short_settles_with_what_was_streamed():
 
 async def test_a_finished_stream_settles_with_its_usage_and_a_failed_call_with_nothing():
     rl = limiter({"base_models": {"tpm": 1000}}, Clock())
-    admission = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20)
+    admission = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20, state=State())
     assert len([m async for m in await admission.metered(_opened(_chunks(3)))]) == 4
     assert admission.ticket.reserved == 10
 
     async def failing():
         raise RuntimeError("service down")
 
-    failed = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20)
+    failed = Admission(rl.admit("k", "acme", BASE, 500), prompt_tokens=20, state=State())
     with pytest.raises(RuntimeError):
         await failed.metered(failing())
     assert failed.ticket.reserved == 0

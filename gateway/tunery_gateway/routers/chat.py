@@ -4,14 +4,14 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import grpc
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Response
 from tunery.inference.v1 import inference_pb2
 
 from tunery_gateway.auth import Org
 from tunery_gateway.dependencies import InferenceDep, SettingsDep
 from tunery_gateway.errors import model_error
 from tunery_gateway.ratelimit_routes import RateLimitDep
+from tunery_gateway.schemas.base import json_response
 from tunery_gateway.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -37,7 +37,7 @@ async def create_chat_completion(
     inference: InferenceDep,
     settings: SettingsDep,
     limits: RateLimitDep,
-) -> ChatCompletion | StreamingResponse:
+) -> Response:
     request = body.to_proto(org)
     admission = limits.admit(request)
     if not body.stream:
@@ -46,7 +46,7 @@ async def create_chat_completion(
             reply = await admission.settled(call)
         except grpc.aio.AioRpcError as exc:
             raise model_error(exc) from exc
-        return ChatCompletion.from_proto(reply, bool(body.logprobs))
+        return json_response(ChatCompletion.from_proto(reply, bool(body.logprobs)))
     call = inference.StreamChatCompletion(request, timeout=settings.request_timeout_s)
     messages = await admission.metered(open_stream(call))
     return event_stream(_chunks(messages, body))

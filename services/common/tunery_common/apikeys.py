@@ -36,7 +36,9 @@ class ApiKeys:
         return cls(parse_api_keys(spec))
 
     def org_for(self, key: str) -> str | None:
-        digest = hash_key(key)
+        return self.org_for_hash(hash_key(key))
+
+    def org_for_hash(self, digest: str) -> str | None:
         for known, org in self._hashed.items():
             if hmac.compare_digest(known, digest):
                 return org
