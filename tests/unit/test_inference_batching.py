@@ -179,6 +179,22 @@ def test_least_recently_used_adapters_are_evicted_and_load_again_on_demand(tiny_
         engine.close()
 
 
+def test_a_removed_adapter_serves_its_running_request_to_the_end(engine, adapters):
+    engine.load_adapter("a", adapters["a"])
+    alone = engine.generate(PROMPTS[0], "a", GREEDY)
+    with engine.model_lock:  # between steps: the request is queued, its adapter pinned
+        running = engine.stream(PROMPTS[0], "a", GREEDY)
+        engine.remove_adapter("a")
+        assert not engine.has_adapter("a")
+        with pytest.raises(KeyError):  # a new request for it is refused at once
+            engine.stream(PROMPTS[0], "a", GREEDY)
+        assert engine.adapters.in_model("a")  # kept on the device for the running request
+    assert _last(running) == alone  # decoded to its end with the adapter
+    with engine.model_lock:  # the step in which it ended (and released the adapter) is over
+        assert not engine.adapters.in_model("a")
+        assert engine.adapters.on_device() == {}
+
+
 def test_an_evicted_adapter_whose_folder_is_gone_is_no_longer_served(tiny_dir, adapters, tmp_path):
     engine = HFEngine(tiny_dir, device="cpu", max_loras=1, max_cpu_loras=1)
     try:
