@@ -13,7 +13,11 @@ official `openai` client:
   - gateway overhead: one 1-token request through the gateway vs straight to inference gRPC,
     open-loop at `--rate` requests/s (p50/p99 of each, and the difference), on `--overhead-model`
     (tiny: the engine answers at once, so the difference is the gateway's) and on `--model`
-    (where a slow machine queues the requests in the engine, and the figures carry that noise).
+    (where a slow machine queues the requests in the engine, and the figures carry that noise);
+    `gateway_self_*` is the gateway's own time per request from its Server-Timing header;
+    `client_floor` is what the openai client and a gRPC stub cost against servers that answer at
+    once (bench/client_floor.py), and `overhead_less_clients_p50_ms` the tiny model's overhead
+    without the difference between the two clients.
 The last line of output is one JSON object.
 
     .venv/bin/python bench/serve_bench.py [--model smollm2-135m-instruct] [--streams 32] [--tokens 64]
@@ -40,6 +44,8 @@ from pathlib import Path
 import grpc
 import openai
 import torch
+from client_floor import client_floor
+from open_loop import open_loop, percentile
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from tunery.common.v1 import common_pb2
@@ -64,11 +70,6 @@ PROMPTS = [
     "Give advice to someone starting to learn the piano.",
     "Write a polite reply to a customer whose parcel is late.",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
@@ -156,23 +157,12 @@ async def hot_loads(client, bus, base: str, adapters: list[Path]) -> list[float]
     return seconds
 
 
-async def open_loop(call, rate: float, count: int) -> list[float]:
-    """Latencies of `count` calls started every 1/rate s, whether or not earlier ones finished."""
-
-    async def timed():
-        started = time.perf_counter()
-        await call()
-        return time.perf_counter() - started
-
-    tasks = []
-    for _ in range(count):
-        tasks.append(asyncio.create_task(timed()))
-        await asyncio.sleep(1 / rate)
-    return await asyncio.gather(*tasks)
-
-
 async def gateway_overhead(client, inference_addr: str, base: str, rate: float, count: int) -> dict:
+    """The same 1-token request through the gateway (openai client) and straight to inference
+    (gRPC stub), open-loop at `rate`; the two paths alternate in blocks so that drift in the
+    machine's load falls on both. The gateway's own share comes from its Server-Timing header."""
     messages = [{"role": "user", "content": "Hi"}]
+    gateway_self_ms: list[float] = []
     async with grpc.aio.insecure_channel(inference_addr) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         request = inference_pb2.ChatCompletionRequest(
@@ -187,12 +177,21 @@ async def gateway_overhead(client, inference_addr: str, base: str, rate: float, 
             await stub.ChatCompletion(request)
 
         async def gateway():
-            await client.chat.completions.create(model=base, messages=messages, max_tokens=1, temperature=0)
+            raw = await client.chat.completions.with_raw_response.create(
+                model=base, messages=messages, max_tokens=1, temperature=0
+            )
+            raw.parse()
+            timing = dict(entry.split(";dur=") for entry in raw.headers["server-timing"].split(", "))
+            gateway_self_ms.append(float(timing["gateway"]))
 
         await open_loop(direct, rate, 10)  # warm-up of both paths
         await open_loop(gateway, rate, 10)
-        direct_s = await open_loop(direct, rate, count)
-        gateway_s = await open_loop(gateway, rate, count)
+        gateway_self_ms.clear()
+        direct_s, gateway_s = [], []
+        blocks = 4
+        for _ in range(blocks):
+            direct_s += await open_loop(direct, rate, count // blocks)
+            gateway_s += await open_loop(gateway, rate, count // blocks)
     ms = {
         f"{name}_{q}_ms": round(percentile(values, p) * 1000, 1)
         for name, values in (("direct", direct_s), ("gateway", gateway_s))
@@ -200,6 +199,8 @@ async def gateway_overhead(client, inference_addr: str, base: str, rate: float, 
     }
     ms["overhead_p50_ms"] = round(ms["gateway_p50_ms"] - ms["direct_p50_ms"], 1)
     ms["overhead_p99_ms"] = round(ms["gateway_p99_ms"] - ms["direct_p99_ms"], 1)
+    ms["gateway_self_p50_ms"] = round(percentile(gateway_self_ms, 0.5), 2)
+    ms["gateway_self_p99_ms"] = round(percentile(gateway_self_ms, 0.99), 2)
     return ms
 
 
@@ -295,6 +296,11 @@ async def measure(args, state: dict, model_dir: Path, work: Path) -> dict:
             model: await gateway_overhead(client, inference, model, args.rate, args.requests)
             for model in (args.overhead_model, args.model)
         }
+        overhead["client_floor"] = floor = await client_floor(args.rate, args.requests)
+        # What is left of the tiny model's overhead once the clients' own difference is taken out.
+        clients_ms = floor["openai_http_p50_ms"] - floor["grpc_p50_ms"]
+        tiny = overhead[args.overhead_model]
+        tiny["overhead_less_clients_p50_ms"] = round(tiny["overhead_p50_ms"] - clients_ms, 1)
     finally:
         await bus.close()
         await client.close()
