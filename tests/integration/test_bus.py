@@ -1,8 +1,34 @@
 """The bus against a real nats-server: records, CAS, events, objects, the work queue."""
 
+import os
+
 import pytest
-from tunery_common.bus import Bus, ConflictError, make_event
+from tunery_common import bus as bus_module
+from tunery_common.bus import ARTIFACTS_BUCKET, Bus, ConflictError, make_event
 from tunery_common.records import FileRecord
+
+
+async def test_objects_are_read_whole_in_pulled_batches_leaving_no_consumer(nats_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(bus_module, "OBJECT_FETCH_CHUNKS", 2)  # 5 chunks: 3 pull requests
+    bus = await Bus.connect(nats_url, "test")
+    try:
+        data = os.urandom(4 * 128 * 1024 + 7)  # 4 whole chunks and a short one
+        await bus.put_object("objects/five-chunks", data)
+        assert await bus.get_object("objects/five-chunks") == data
+        with (tmp_path / "copy").open("wb") as out:
+            assert await bus.get_object("objects/five-chunks", writeinto=out) is None
+        assert (tmp_path / "copy").read_bytes() == data
+
+        await bus.put_object("objects/empty", b"")
+        assert await bus.get_object("objects/empty") == b""
+        chunks = f"$O.{ARTIFACTS_BUCKET}.C.{(await bus.objects.get_info('objects/five-chunks')).nuid}"
+        consumers = await bus.js.consumers_info(f"OBJ_{ARTIFACTS_BUCKET}")
+        assert not [c for c in consumers if c.config.filter_subject == chunks]  # gone with each read
+        await bus.delete_object("objects/five-chunks")
+        with pytest.raises(FileNotFoundError):
+            await bus.get_object("objects/five-chunks")
+    finally:
+        await bus.close()
 
 
 async def test_records_events_and_objects(nats_url):

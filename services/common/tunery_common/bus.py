@@ -5,10 +5,13 @@ process may start first.
 """
 
 import asyncio
+import base64
+import contextlib
+import hashlib
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 import nats
@@ -25,6 +28,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_DIGEST_TEMPLATE, OBJ_STREAM_TEMPLATE
 from pydantic import BaseModel
 from tunery.events.v1 import events_pb2
 
@@ -46,6 +50,7 @@ TRAIN_SUBJECT = "tunery.work.train"
 EVAL_RUN_STREAM = "TUNERY_EVAL_RUNS"
 EVAL_RUN_SUBJECT = "tunery.work.evalrun"
 ARTIFACTS_BUCKET = "tunery-artifacts"
+OBJECT_FETCH_CHUNKS = 64  # chunks per pull request when reading an object: 8 MB of 128 KB chunks
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -313,15 +318,44 @@ class Bus:
         await self.objects.put(name, data)
 
     async def get_object(self, name: str, writeinto=None) -> bytes | None:
-        """The object's bytes, or None once they were written into `writeinto`."""
-        # Without a file to write into, nats-py grows one bytes object chunk by chunk (quadratic:
-        # about a second for 20 MB); a BytesIO collects the chunks in linear time.
-        into = writeinto if writeinto is not None else io.BytesIO()
+        """The object's bytes, or None once they were written into `writeinto` (a binary file).
+        FileNotFoundError if there is none; OSError if what was read does not match its digest."""
         try:
-            await self.objects.get(name, writeinto=into)
+            info = await self.objects.get_info(name)
         except (NotFoundError, nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError):
             raise FileNotFoundError(name) from None
+        into = writeinto if writeinto is not None else io.BytesIO()
+        digest = hashlib.sha256()
+        async for chunks in self._object_chunks(info):
+            for chunk in chunks:
+                digest.update(chunk)
+            await asyncio.to_thread(into.writelines, chunks)  # a file: its writes off the loop
+        read_digest = base64.urlsafe_b64encode(digest.digest()).decode()
+        if OBJ_DIGEST_TEMPLATE.format(digest=read_digest) != info.digest:
+            raise OSError(f"object {name}: the bytes read do not match the stored digest; read it again")
         return None if writeinto is not None else into.getvalue()
+
+    async def _object_chunks(self, info) -> AsyncIterator[list[bytes]]:
+        """The object's chunks in order, a batch per pull request. nats-py's own `get` reads them
+        through a push consumer, which the server paces: 0.82 s for 20 MB here, 0.12 s pulled."""
+        if not info.chunks:
+            return
+        stream = OBJ_STREAM_TEMPLATE.format(bucket=ARTIFACTS_BUCKET)
+        subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=ARTIFACTS_BUCKET, obj=info.nuid)
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+        )
+        sub = await self.js.pull_subscribe(subject, stream=stream, config=config)
+        try:
+            read = 0
+            while read < info.chunks:
+                batch = await sub.fetch(min(OBJECT_FETCH_CHUNKS, info.chunks - read), timeout=30)
+                read += len(batch)
+                yield [message.data for message in batch]
+        finally:
+            await sub.unsubscribe()
+            with contextlib.suppress(NotFoundError):  # else it goes once inactive for a minute
+                await self.js.delete_consumer(stream, sub._consumer)
 
     async def delete_object(self, name: str) -> None:
         try:
