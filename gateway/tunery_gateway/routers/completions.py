@@ -7,10 +7,8 @@ import grpc
 from fastapi import APIRouter, Response
 from tunery.inference.v1 import inference_pb2
 
-from tunery_gateway.auth import Org
-from tunery_gateway.dependencies import InferenceDep, SettingsDep
 from tunery_gateway.errors import model_error
-from tunery_gateway.ratelimit_routes import RateLimitDep
+from tunery_gateway.ratelimit_routes import InferenceGateDep
 from tunery_gateway.schemas.base import json_response
 from tunery_gateway.schemas.completions import (
     Completion,
@@ -29,19 +27,17 @@ router = APIRouter(tags=["completions"])
     response_model=Completion,
     responses={200: {"content": {"text/event-stream": {}}, "description": "chunks when `stream` is true"}},
 )
-async def create_completion(
-    body: CompletionRequest, org: Org, inference: InferenceDep, settings: SettingsDep, limits: RateLimitDep
-) -> Response:
-    request = body.to_proto(org)
-    admission = limits.admit(request)
+async def create_completion(body: CompletionRequest, gate: InferenceGateDep) -> Response:
+    request = body.to_proto(gate.org)
+    admission = gate.admit(request)
     if not body.stream:
         try:
-            call = inference.TextCompletion(request, timeout=settings.request_timeout_s)
+            call = gate.inference.TextCompletion(request, timeout=gate.timeout_s)
             reply = await admission.settled(call)
         except grpc.aio.AioRpcError as exc:
             raise model_error(exc) from exc
         return json_response(Completion.from_proto(reply, body.logprobs is not None))
-    call = inference.StreamTextCompletion(request, timeout=settings.request_timeout_s)
+    call = gate.inference.StreamTextCompletion(request, timeout=gate.timeout_s)
     messages = await admission.metered(open_stream(call))
     return event_stream(_chunks(messages, body))
 
