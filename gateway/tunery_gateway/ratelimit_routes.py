@@ -13,12 +13,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import MutableHeaders, State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 from tunery.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from tunery_gateway.auth import Org
 from tunery_gateway.errors import OpenAIError
 from tunery_gateway.ratelimit import RateLimited, RateLimiter, Ticket
+from tunery_gateway.response_headers import ResponseHeaders
 from tunery_gateway.timing import add_upstream
 
 _STATE_KEY = "rate_limit_headers"
@@ -143,26 +144,10 @@ async def inference_gate(request: Request, org: Org) -> InferenceGate:
 InferenceGateDep = Annotated[InferenceGate, Depends(inference_gate)]
 
 
-class RateLimitHeaders:
-    """Adds the admission's x-ratelimit-* headers to the response, streamed ones included (a
-    StreamingResponse is built by the route, so a dependency cannot set its headers)."""
+class RateLimitHeaders(ResponseHeaders):
+    """Adds the admission's x-ratelimit-* headers to the response (a 429 has set its own)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra = scope.get("state", {}).get(_STATE_KEY)
-                if extra:
-                    headers = MutableHeaders(scope=message)
-                    for name, value in extra.items():
-                        if name not in headers:
-                            headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def add(self, scope: Scope, headers: MutableHeaders, noted: object) -> None:
+        for name, value in scope.get("state", {}).get(_STATE_KEY, {}).items():
+            if name not in headers:
+                headers[name] = value

@@ -9,7 +9,9 @@ the cost of their own HTTP library or any clock sync.
 import time
 
 from starlette.datastructures import MutableHeaders, State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from tunery_gateway.response_headers import ResponseHeaders
 
 _UPSTREAM_KEY = "upstream_s"
 
@@ -27,21 +29,10 @@ def server_timing(total_s: float, upstream_s: float) -> str:
     return value
 
 
-class ServerTiming:
-    def __init__(self, app: ASGIApp):
-        self.app = app
+class ServerTiming(ResponseHeaders):
+    def started(self, scope: Scope) -> float:
+        return time.perf_counter()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def send_timed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                upstream_s = scope.get("state", {}).get(_UPSTREAM_KEY, 0.0)
-                total_s = time.perf_counter() - started
-                MutableHeaders(scope=message).append("server-timing", server_timing(total_s, upstream_s))
-            await send(message)
-
-        await self.app(scope, receive, send_timed)
+    def add(self, scope: Scope, headers: MutableHeaders, noted: float) -> None:
+        upstream_s = scope.get("state", {}).get(_UPSTREAM_KEY, 0.0)
+        headers.append("server-timing", server_timing(time.perf_counter() - noted, upstream_s))
